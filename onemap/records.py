@@ -1,0 +1,217 @@
+"""Record types that travel between stages, and their JSON form on the topics.
+
+Every record carries its event time (``observed_at``, from the feed) separately from the time
+OneMap handled it. Times are timezone-aware; JSON uses ISO 8601 with an offset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from onemap.levels import WarningLevel
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj)
+
+
+def loads(raw: bytes | str) -> Any:
+    return orjson.loads(raw)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Place:
+    """Where something is on the four-level map; empty codes mean not located at that level."""
+
+    city_code: str = ""
+    city_name: str = ""
+    district_code: str = ""
+    district_name: str = ""
+    town_code: str = ""
+    town_name: str = ""
+    village_code: str = ""
+    village_name: str = ""
+
+    @property
+    def in_area(self) -> bool:
+        return bool(self.city_code)
+
+    @property
+    def area_code(self) -> str:
+        """The most precise code known: the partition key of hazards."""
+        return self.village_code or self.town_code or self.district_code or self.city_code \
+            or "out-of-area"
+
+    @property
+    def label(self) -> str:
+        """Place as officers write it: 金湾区平沙镇美平社区."""
+        return "".join(n for n in (self.district_name, self.town_name, self.village_name) if n) \
+            or "辖区外"
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Place:
+        return cls(**{k: str(d.get(k, "")) for k in _PLACE_FIELDS})
+
+
+_PLACE_FIELDS = tuple(f.name for f in dataclasses.fields(Place))
+OUT_OF_AREA = Place()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observation:
+    """One validated reading from a feed, located on the map.
+
+    ``values`` holds the measured quantities in base units named with their unit
+    (``level_m``, ``rain_mm``); ``source_kind`` says what kind of source produced it.
+    """
+
+    feed: str
+    source_id: str
+    source_kind: str
+    observed_at: datetime
+    lon: float
+    lat: float
+    place: Place
+    values: dict[str, float]
+    exercise: bool = False
+
+    def to_json(self) -> bytes:
+        return dumps({
+            "feed": self.feed, "source_id": self.source_id, "source_kind": self.source_kind,
+            "observed_at": self.observed_at.isoformat(), "lon": self.lon, "lat": self.lat,
+            "place": self.place.to_dict(), "values": self.values, "exercise": self.exercise,
+        })
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Observation:
+        d = loads(raw)
+        return cls(
+            feed=d["feed"], source_id=d["source_id"], source_kind=d["source_kind"],
+            observed_at=datetime.fromisoformat(d["observed_at"]), lon=d["lon"], lat=d["lat"],
+            place=Place.from_dict(d["place"]), values=d["values"], exercise=d["exercise"],
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyFigure:
+    """The one number that explains a hazard: 水位 3.52 米, 警戒水位 3.20 米."""
+
+    name: str
+    value: float
+    unit: str
+    threshold_name: str = ""
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KeyFigure:
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hazard:
+    """One hazard state change: a source's warning level moved (or it ended: level NONE)."""
+
+    hazard_id: str
+    hazard_type: str
+    feed: str
+    source_id: str
+    source_name: str
+    level: WarningLevel
+    previous_level: WarningLevel
+    place: Place
+    lon: float
+    lat: float
+    observed_at: datetime
+    key_figure: KeyFigure
+    reason: str
+    rule_id: str
+    rule_version: str
+    exercise: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hazard_id": self.hazard_id, "hazard_type": self.hazard_type, "feed": self.feed,
+            "source_id": self.source_id, "source_name": self.source_name,
+            "level": self.level.label, "previous_level": self.previous_level.label,
+            "place": self.place.to_dict(), "lon": self.lon, "lat": self.lat,
+            "observed_at": self.observed_at.isoformat(), "key_figure": self.key_figure.to_dict(),
+            "reason": self.reason, "rule_id": self.rule_id, "rule_version": self.rule_version,
+            "exercise": self.exercise,
+        }
+
+    def to_json(self) -> bytes:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Hazard:
+        return cls(
+            hazard_id=d["hazard_id"], hazard_type=d["hazard_type"], feed=d["feed"],
+            source_id=d["source_id"], source_name=d["source_name"],
+            level=WarningLevel.parse(d["level"]),
+            previous_level=WarningLevel.parse(d["previous_level"]),
+            place=Place.from_dict(d["place"]), lon=d["lon"], lat=d["lat"],
+            observed_at=datetime.fromisoformat(d["observed_at"]),
+            key_figure=KeyFigure.from_dict(d["key_figure"]), reason=d["reason"],
+            rule_id=d["rule_id"], rule_version=d["rule_version"], exercise=d["exercise"],
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Hazard:
+        return cls.from_dict(loads(raw))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Alert:
+    """One transition of an alert's lifecycle, as written to the ``onemap.alerts`` ledger.
+
+    ``alert_id`` (hazard id + sequence number) is the idempotency key of every sink.
+    """
+
+    alert_id: str
+    hazard_id: str
+    seq: int
+    transition: str
+    level: WarningLevel
+    previous_level: WarningLevel
+    hazard: Hazard
+    score: float
+    score_breakdown: dict[str, float]
+    issued_at: datetime
+
+    @property
+    def status(self) -> str:
+        return "exercise" if self.hazard.exercise else "actual"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id, "hazard_id": self.hazard_id, "seq": self.seq,
+            "transition": self.transition, "level": self.level.label,
+            "previous_level": self.previous_level.label, "status": self.status,
+            "hazard": self.hazard.to_dict(), "score": self.score,
+            "score_breakdown": self.score_breakdown, "issued_at": self.issued_at.isoformat(),
+        }
+
+    def to_json(self) -> bytes:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Alert:
+        d = loads(raw)
+        return cls(
+            alert_id=d["alert_id"], hazard_id=d["hazard_id"], seq=d["seq"],
+            transition=d["transition"], level=WarningLevel.parse(d["level"]),
+            previous_level=WarningLevel.parse(d["previous_level"]),
+            hazard=Hazard.from_dict(d["hazard"]), score=d["score"],
+            score_breakdown=d["score_breakdown"],
+            issued_at=datetime.fromisoformat(d["issued_at"]),
+        )

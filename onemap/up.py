@@ -1,0 +1,157 @@
+"""`onemap up`: the whole system on one machine, on the embedded default.
+
+Starts (unless --kafka / --redis name existing ones) the embedded broker and Redis, creates
+the topics, starts the worker and the dashboard as child processes, then replays a scenario.
+Ctrl-C or SIGTERM stops every child; if any child dies, everything stops and says where its
+log is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from onemap.embedded import require_free, spawn, start_broker, start_redis, stop
+from onemap.errors import OneMapError
+from onemap.settings import Settings
+from onemap.topics import ensure_topics
+
+#: Short consumer-group timeouts: a worker is ready in seconds on the embedded broker.
+EMBEDDED_GROUP_TIMEOUTS = {"rebalance_timeout_s": 6.0, "session_timeout_s": 6.0,
+                           "heartbeat_interval_s": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class UpOptions:
+    kafka_url: str | None = None
+    redis_url: str | None = None
+    kafka_port: int = 19092
+    redis_port: int = 16379
+    scenario: str | None = "demo"
+    speed: float = 60.0
+
+
+def scenario_files(name: str) -> list[Path]:
+    """The replay files of a shipped scenario, or a path given directly."""
+    direct = Path(name)
+    if direct.is_file():
+        return [direct]
+    root = Path(str(importlib.resources.files("onemap.fixtures").joinpath("scenarios")))
+    candidates = [root / f"{name}.jsonl", *sorted((root / name).glob("*.jsonl"))] \
+        if (root / name).is_dir() else [root / f"{name}.jsonl"]
+    found = [p for p in candidates if p.is_file()]
+    if not found:
+        known = sorted(p.stem for p in root.glob("*.jsonl"))
+        raise OneMapError(f"unknown scenario {name!r}; shipped scenarios: {', '.join(known)}")
+    return found
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+        self.stopping = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self, base: Settings, opts: UpOptions) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            return self._run(base, opts)
+        finally:
+            self.shutdown()
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        log_path = log_dir / f"{name}.log"
+        self.logs[name] = log_path
+        self.children[name] = spawn(argv, env=env, log_path=log_path)
+
+    def _run(self, base: Settings, opts: UpOptions) -> int:
+        log_dir = base.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        host = "127.0.0.1"
+        if opts.kafka_url is None:
+            require_free(host, opts.kafka_port, "Kafka broker", "--kafka-port or --kafka URL")
+        if opts.redis_url is None:
+            require_free(host, opts.redis_port, "Redis", "--redis-port or --redis URL")
+        require_free(base.dashboard_host, base.dashboard_port, "dashboard", "--dashboard-port")
+        require_free(base.metrics_host, base.metrics_port, "worker metrics", "--metrics-port")
+
+        kafka_url = opts.kafka_url or f"kafka://{host}:{opts.kafka_port}"
+        redis_url = opts.redis_url or f"redis://{host}:{opts.redis_port}/0"
+        overrides: dict[str, object] = {"kafka_url": kafka_url, "redis_url": redis_url}
+        if opts.kafka_url is None:
+            overrides.update(EMBEDDED_GROUP_TIMEOUTS)
+        settings = dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+        settings.validate()
+
+        say = _say
+        if opts.kafka_url is None:
+            say(f"starting embedded Kafka broker (Tansu) on {host}:{opts.kafka_port} ...")
+            self.logs["broker"] = log_dir / "broker.log"
+            self.children["broker"] = start_broker(host, opts.kafka_port, self.logs["broker"])
+        if opts.redis_url is None:
+            say(f"starting embedded Redis on {host}:{opts.redis_port} ...")
+            self.logs["redis"] = log_dir / "redis.log"
+            self.children["redis"] = start_redis(host, opts.redis_port,
+                                                 settings.data_dir / "redis", self.logs["redis"])
+        ensure_topics(settings)
+        env = {**_clean_env(), **settings.as_env()}
+        python = sys.executable
+        self._start("worker", [python, "-m", "onemap", "worker"], env, log_dir)
+        self._start("dashboard", [python, "-m", "onemap", "dashboard"], env, log_dir)
+        files = scenario_files(opts.scenario) if opts.scenario else []
+        if files:
+            self._start("replay", [python, "-m", "onemap", "replay", *map(str, files),
+                                   "--speed", str(opts.speed), "--rebase-now"], env, log_dir)
+        say("")
+        say("OneMap is up.")
+        say(f"  dashboard  http://{settings.dashboard_host}:{settings.dashboard_port}/")
+        say(f"  metrics    http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+        say(f"  kafka      {kafka_url}{'  (embedded)' if opts.kafka_url is None else ''}")
+        say(f"  redis      {redis_url}{'  (embedded)' if opts.redis_url is None else ''}")
+        say(f"  sms outbox {settings.sms_outbox}")
+        say(f"  logs       {log_dir}/")
+        if files:
+            say(f"  scenario   {opts.scenario} at {opts.speed:g}x ({len(files)} file(s))")
+        say("Press Ctrl-C to stop.")
+        return self._watch()
+
+    def _watch(self) -> int:
+        while not self.stopping:
+            for name, proc in list(self.children.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                if name == "replay" and code == 0:
+                    _say("scenario replay finished; OneMap keeps running")
+                    del self.children[name]
+                    continue
+                _say(f"error: {name} exited with code {code}; see {self.logs.get(name)}")
+                return 1
+            time.sleep(0.3)
+        _say("stopping ...")
+        return 0
+
+    def shutdown(self) -> None:
+        order = ["replay", "dashboard", "worker", "redis", "broker"]
+        procs = [self.children[n] for n in order if n in self.children]
+        stop(procs)
+        self.children.clear()
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+    return {k: v for k, v in os.environ.items() if not k.startswith("ONEMAP_")}
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)

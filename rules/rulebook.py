@@ -1,0 +1,108 @@
+"""The rule set in force: loaded strictly from a directory, versioned, reloaded on edit.
+
+A bad edit is reported (file, line, field) and the last good rule set stays in force.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import logging
+from pathlib import Path
+
+from onemap.rules.scoring import ScoringModel
+from onemap.rules.water_level import WaterLevelRule
+
+from onemap.datafiles import file_version, iter_yaml, load_yaml, validate_model
+from onemap.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+RULE_MODELS: dict[str, type[WaterLevelRule] | type[ScoringModel]] = {
+    "water_level": WaterLevelRule,
+    "scoring": ScoringModel,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleBook:
+    """One consistent, validated rule set and the version stamped on what it produces."""
+
+    water_level: WaterLevelRule
+    scoring: ScoringModel
+    version: str
+    directory: Path
+
+    def rule_version(self, rule_id: str) -> str:
+        model = {"water_level": self.water_level, "scoring": self.scoring}[rule_id]
+        return f"{rule_id}@v{model.version}+{self.version}"
+
+
+def default_rules_dir() -> Path:
+    return Path(str(importlib.resources.files("onemap.rules").joinpath("default")))
+
+
+def load_rulebook(directory: Path) -> RuleBook:
+    """Load and validate every rule file in ``directory``; any defect raises ConfigError."""
+    if not directory.is_dir():
+        raise ConfigError("rules directory does not exist", path=str(directory))
+    found: dict[str, object] = {}
+    paths = list(iter_yaml(directory))
+    for path in paths:
+        data, lines = load_yaml(path)
+        if not isinstance(data, dict) or "rule" not in data:
+            raise ConfigError("a rule file must be a mapping with a 'rule' key", path=str(path),
+                              line=1, field="rule")
+        kind = data["rule"]
+        model = RULE_MODELS.get(kind)
+        if model is None:
+            raise ConfigError(f"unknown rule {kind!r}; known: {', '.join(sorted(RULE_MODELS))}",
+                              path=str(path), line=lines.get(("rule",)), field="rule")
+        if kind in found:
+            raise ConfigError(f"rule {kind!r} is defined twice", path=str(path), field="rule")
+        found[kind] = validate_model(model, data, lines, path)
+    missing = sorted(set(RULE_MODELS) - set(found))
+    if missing:
+        raise ConfigError(f"missing rule file(s) for: {', '.join(missing)}", path=str(directory))
+    water = found["water_level"]
+    scoring = found["scoring"]
+    assert isinstance(water, WaterLevelRule) and isinstance(scoring, ScoringModel)
+    return RuleBook(water_level=water, scoring=scoring, version=file_version(*paths),
+                    directory=directory)
+
+
+class RuleBookHolder:
+    """Holds the rule set in force and swaps it when the files change and validate."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.current = load_rulebook(directory)
+        self._stamp = self._fingerprint()
+        self.last_error: ConfigError | None = None
+
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        return tuple(
+            (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in iter_yaml(self.directory)
+        )
+
+    def maybe_reload(self) -> str | None:
+        """Reload if files changed: returns "reloaded", "rejected" or None (no change)."""
+        try:
+            stamp = self._fingerprint()
+        except OSError:
+            return None
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            book = load_rulebook(self.directory)
+        except ConfigError as exc:
+            self.last_error = exc
+            log.error("rule files rejected, keeping version %s: %s", self.current.version, exc)
+            return "rejected"
+        self.last_error = None
+        if book.version == self.current.version:
+            return None
+        log.warning("rules reloaded: version %s -> %s", self.current.version, book.version)
+        self.current = book
+        return "reloaded"

@@ -1,0 +1,104 @@
+"""Water level against a station's own thresholds: the level evaluation, as a pure function."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from pydantic import Field
+
+from onemap.datafiles import StrictModel
+from onemap.levels import WarningLevel
+from onemap.records import KeyFigure
+from onemap.registries import WaterKind, WaterStation
+
+ThresholdName = Literal["warning", "guaranteed", "flood_limit"]
+
+THRESHOLD_CHINESE = {"warning": "警戒水位", "guaranteed": "保证水位", "flood_limit": "汛限水位"}
+#: Readings are compared with a tolerance far below any gauge's resolution, so 44.6 - 0.3
+#: (= 44.300000000000004 in binary floating point) is reached by a reading of 44.30.
+EPSILON_M = 1e-9
+_COLOURS = (WarningLevel.BLUE, WarningLevel.YELLOW, WarningLevel.ORANGE, WarningLevel.RED)
+
+
+class LevelBound(StrictModel):
+    threshold: ThresholdName
+    offset_m: float = 0.0
+
+
+class KindCriteria(StrictModel):
+    blue: LevelBound
+    yellow: LevelBound
+    orange: LevelBound
+    red: LevelBound
+
+    def bound(self, level: WarningLevel) -> LevelBound:
+        bound: LevelBound = getattr(self, level.label)
+        return bound
+
+
+class WaterLevelRule(StrictModel):
+    rule: Literal["water_level"]
+    version: int = Field(ge=1)
+    source: str = Field(min_length=1)
+    hysteresis_m: float = Field(ge=0.0, le=5.0)
+    kinds: dict[WaterKind, KindCriteria]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LevelDecision:
+    """The level a reading deserves, the bound that set it, and why (for the hazard record)."""
+
+    level: WarningLevel
+    key_figure: KeyFigure
+    reason: str
+
+
+def evaluate_water_level(
+    level_m: float, station: WaterStation, rule: WaterLevelRule, current: WarningLevel,
+) -> LevelDecision:
+    """The warning level for a reading, with hysteresis against ``current``.
+
+    A colour at or below the current level stays while the reading is within
+    ``hysteresis_m`` below its bound; a higher colour needs the bound itself.
+
+    >>> from onemap.registries import WaterStation
+    >>> st = WaterStation(station_id="S", name="前山河", kind="river", lon=113.5, lat=22.2,
+    ...                   warning_level_m=2.0, guaranteed_level_m=2.8)
+    >>> rule = WaterLevelRule.model_validate({"rule": "water_level", "version": 1,
+    ...     "source": "x", "hysteresis_m": 0.05, "kinds": {"river": {
+    ...     "blue": {"threshold": "warning", "offset_m": -0.3},
+    ...     "yellow": {"threshold": "warning"}, "orange": {"threshold": "guaranteed",
+    ...     "offset_m": -0.3}, "red": {"threshold": "guaranteed"}}}})
+    >>> evaluate_water_level(2.1, st, rule, WarningLevel.NONE).level.label
+    'yellow'
+    >>> evaluate_water_level(1.97, st, rule, WarningLevel.YELLOW).level.label  # hysteresis
+    'yellow'
+    >>> evaluate_water_level(1.94, st, rule, WarningLevel.YELLOW).level.label
+    'blue'
+    """
+    criteria = rule.kinds.get(station.kind)
+    reached = WarningLevel.NONE
+    reached_bound: tuple[float, ThresholdName] | None = None
+    if criteria is not None:
+        for colour in _COLOURS:
+            spec = criteria.bound(colour)
+            threshold = station.threshold(spec.threshold)
+            if threshold is None:
+                continue
+            bound = threshold + spec.offset_m
+            if colour <= current:
+                bound -= rule.hysteresis_m
+            if level_m >= bound - EPSILON_M:
+                reached, reached_bound = colour, (threshold, spec.threshold)
+    if reached_bound is None:
+        figure = KeyFigure("水位", level_m, "米", "警戒水位", station.warning_level_m)
+        reason = f"水位{level_m:.2f}米，低于预警线（警戒水位{station.warning_level_m:.2f}米）"
+        return LevelDecision(WarningLevel.NONE, figure, reason)
+    threshold, name = reached_bound
+    figure = KeyFigure("水位", level_m, "米", THRESHOLD_CHINESE[name], threshold)
+    delta = level_m - threshold
+    relation = f"超{THRESHOLD_CHINESE[name]}{delta:.2f}米" if delta >= 0 else \
+        f"距{THRESHOLD_CHINESE[name]}{-delta:.2f}米"
+    reason = f"{station.name}水位{level_m:.2f}米，{relation}（{reached.chinese}）"
+    return LevelDecision(reached, figure, reason)

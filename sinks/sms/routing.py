@@ -1,0 +1,40 @@
+"""Who gets an alert: a pure function of the alert and the roster, with its reasons."""
+
+from __future__ import annotations
+
+from onemap.sinks.sms.roster import DutyRoster, Officer
+
+from onemap.levels import WarningLevel
+from onemap.records import Alert
+
+
+def area_covers(officer_area: str, alert_codes: tuple[str, ...]) -> bool:
+    """An officer for 440402 (香洲区) covers every town and village inside it.
+
+    >>> area_covers("440402", ("440400", "440402", "440402001", "440402001001"))
+    True
+    >>> area_covers("440403", ("440400", "440402", "440402001", "440402001001"))
+    False
+    """
+    return officer_area in alert_codes
+
+
+def recipients(alert: Alert, roster: DutyRoster) -> list[Officer]:
+    """Officers whose area contains the hazard, who cover its type, from their minimum level.
+
+    A transition downwards (de-escalated, resolved) goes to whoever was told of the level it
+    leaves, so nobody hears "all clear" for something they were never told about, and
+    nobody who was told is left without it.
+    """
+    place = alert.hazard.place
+    codes = tuple(c for c in (place.city_code, place.district_code, place.town_code,
+                              place.village_code) if c)
+    relevant = max(alert.level, alert.previous_level)
+    if relevant == WarningLevel.NONE:
+        return []
+    return [
+        officer for officer in roster.officers
+        if area_covers(officer.area_code, codes)
+        and officer.covers(alert.hazard.hazard_type)
+        and relevant >= officer.threshold
+    ]

@@ -1,0 +1,92 @@
+"""The SMS sink: alerts -> messages (routing + templates) -> idempotent delivery.
+
+Idempotency wraps the provider, so every provider gets it: a message's key is claimed in
+Redis (``onemap:sms:sent:<key>``) before submit and released if the submit fails, so retries,
+restarts and replays never send a message twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import redis.asyncio as aioredis
+from onemap.sinks.base import Outcome
+from onemap.sinks.sms.message import SmsMessage
+from onemap.sinks.sms.outbox import SmsProvider
+from onemap.sinks.sms.roster import DutyRoster
+from onemap.sinks.sms.routing import recipients
+from onemap.sinks.sms.templates import render
+from redis.exceptions import RedisError
+
+from onemap.records import Alert
+
+SENT_KEY_PREFIX = "onemap:sms:sent:"
+SENT_TTL_S = 30 * 24 * 3600
+
+
+def messages_for(alert: Alert, roster: DutyRoster) -> list[SmsMessage]:
+    """Pure: the messages one alert transition produces."""
+    text = render(alert)
+    return [
+        SmsMessage(key=f"{alert.alert_id}/{officer.id}", alert_id=alert.alert_id,
+                   recipient_id=officer.id, phone=officer.phone, text=text,
+                   exercise=alert.hazard.exercise)
+        for officer in recipients(alert, roster)
+    ]
+
+
+class SmsSink:
+    name = "sms"
+
+    def __init__(
+        self, client: aioredis.Redis, provider: SmsProvider, roster: Callable[[], DutyRoster],
+        now: Callable[[], datetime],
+    ) -> None:
+        self.client = client
+        self.provider = provider
+        self.roster = roster
+        self.now = now
+
+    async def check(self) -> None:
+        await self.client.ping()
+
+    async def send(self, batch: Sequence[Alert]) -> list[Outcome]:
+        """One outcome per alert: the worst of its messages' outcomes."""
+        outcomes: list[Outcome] = []
+        roster = self.roster()
+        for alert in batch:
+            results = [await self._deliver(m) for m in messages_for(alert, roster)]
+            outcomes.append(_worst(results))
+        return outcomes
+
+    async def _deliver(self, message: SmsMessage) -> Outcome:
+        key = SENT_KEY_PREFIX + message.key
+        try:
+            claimed = await self.client.set(key, "pending", nx=True, ex=SENT_TTL_S)
+        except RedisError:
+            return Outcome.RETRY
+        if not claimed:
+            return Outcome.DUPLICATE
+        try:
+            outcome = self.provider.submit([message], self.now())[0]
+        except OSError:
+            outcome = Outcome.RETRY
+        try:
+            if outcome in (Outcome.DELIVERED, Outcome.FAILED):
+                await self.client.set(key, outcome.value, xx=True, ex=SENT_TTL_S)
+            else:
+                await self.client.delete(key)
+        except RedisError:
+            pass  # the claim stands: at worst a retry is suppressed, never a double send
+        return outcome
+
+    async def close(self) -> None:
+        self.provider.close()
+
+
+_ORDER = [Outcome.DELIVERED, Outcome.DUPLICATE, Outcome.FAILED, Outcome.RETRY]
+
+
+def _worst(results: list[Outcome]) -> Outcome:
+    return max(results, key=_ORDER.index) if results else Outcome.DELIVERED

@@ -1,0 +1,214 @@
+"""The faust application: each stage is an agent, a thin shell around its pure batch logic.
+
+    onemap.in.<feed> --ingest--> onemap.observations --rules--> onemap.hazards
+        --lifecycle--> onemap.alerts --sinks--> Redis state, SMS
+
+Stages talk only through Kafka topics, so each scales by adding workers to the group.
+Partition keys keep state local: observations by source (per-source windows and levels),
+hazards and alerts by area. Offsets are committed after a batch is processed and its output
+handed to the producer; sinks are flushed before their batch is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import faust
+from faust.types import EventT
+from onemap.sinks.base import AlertSink, Outcome
+from onemap.streams.context import WorkerContext
+from onemap.streams.deadletter import DeadLetter, RawRecord
+from onemap.streams.feeds import FEEDS
+
+from onemap.records import Alert, Hazard, Observation
+
+log = logging.getLogger(__name__)
+
+INPUT_TOPICS = {name: f"in.{name}" for name in ("weather", "water", "geohazard", "incident", "cap")}
+PIPELINE_TOPICS = ("observations", "hazards", "alerts", "deadletter")
+SINK_RETRY_MAX_S = 30.0
+
+T = TypeVar("T")
+
+
+def all_topics(ctx_prefix: str) -> list[str]:
+    return [f"{ctx_prefix}.{t}" for t in (*INPUT_TOPICS.values(), *PIPELINE_TOPICS)]
+
+
+def make_faust_app(ctx: WorkerContext) -> faust.App:
+    s = ctx.settings
+    return faust.App(
+        s.app_id,
+        broker=s.kafka_url,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=s.partitions,
+        topic_replication_factor=s.replication_factor,
+        topic_allow_declare=True,
+        broker_rebalance_timeout=s.rebalance_timeout_s,
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=s.heartbeat_interval_s,
+        web_enabled=False,
+        store="memory://",
+        datadir=str(s.data_dir / "faust"),
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=5,
+    )
+
+
+class Pipeline:
+    """The faust app with one agent per stage; each agent a shell around its pure stage."""
+
+    def __init__(self, ctx: WorkerContext, sinks: Sequence[AlertSink]) -> None:
+        self.ctx = ctx
+        self.sinks = list(sinks)
+        self.m = ctx.metrics
+        self.app = make_faust_app(ctx)
+        self.observations = self.topic("observations")
+        self.hazards = self.topic("hazards")
+        self.alerts = self.topic("alerts")
+        self.deadletter = self.topic("deadletter")
+        partitions = ctx.settings.partitions
+        self.source_state = self.app.Table(
+            "onemap-source-state", default=dict, key_type=str, value_type=dict,
+            partitions=partitions)
+        self.alert_state = self.app.Table(
+            "onemap-alert-state", default=dict, key_type=str, value_type=dict,
+            partitions=partitions)
+        self.m.rules_version.labels(ctx.rulebook.current.version).set(1)
+        for feed, topic_name in INPUT_TOPICS.items():
+            if feed in FEEDS:
+                self.app.agent(self.topic(topic_name), name=f"onemap.ingest.{feed}")(
+                    self._ingest_agent(feed))
+        self.app.agent(self.observations, name="onemap.rules")(self.rules_agent)
+        self.app.agent(self.hazards, name="onemap.lifecycle")(self.lifecycle_agent)
+        self.app.agent(self.alerts, name="onemap.sinks")(self.sinks_agent)
+        self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_rules)
+
+    def topic(self, name: str) -> faust.TopicT:
+        s = self.ctx.settings
+        return self.app.topic(s.topic(name), key_type=bytes, value_type=bytes,
+                              partitions=s.partitions)
+
+    async def batches(self, stream: faust.StreamT[bytes]) -> AsyncIterator[list[EventT]]:
+        s = self.ctx.settings
+        async for events in stream.take_events(s.batch_size, within=s.batch_wait_s):
+            yield list(events)
+
+    def _ingest_agent(self, feed: str) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+        async def ingest(stream: faust.StreamT[bytes]) -> None:
+            async for events in self.batches(stream):
+                await self.ingest_batch(feed, events)
+        return ingest
+
+    async def ingest_batch(self, feed: str, events: list[EventT]) -> None:
+        started = time.perf_counter()
+        records = [RawRecord(e.value, e.key, e.message.topic, e.message.partition,
+                             e.message.offset) for e in events]
+        self.m.records_in.labels(feed).inc(len(records))
+        result = self.ctx.ingest.process(feed, records)
+        now = self.ctx.now()
+        for dl in result.dead_letters:
+            self.m.dead_letters.labels(feed, dl.reason).inc()
+            log.info("dead letter", extra={"feed": feed, "reason": dl.reason,
+                                           "offset": dl.record.offset})
+            await self.deadletter.send(key=dl.record.key, value=dl.to_json(now))
+        for obs in result.observations:
+            await self.observations.send(key=obs.source_id.encode(), value=obs.to_json())
+        self.m.records_out.labels("ingest").inc(len(result.observations))
+        self.m.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    async def decode(self, events: list[EventT], stage: str,
+                     decoder: Callable[[bytes], T]) -> list[T]:
+        out: list[T] = []
+        for e in events:
+            try:
+                out.append(decoder(e.value))
+            except (ValueError, KeyError, TypeError) as exc:
+                await self.internal_dead_letter(e, stage, exc)
+        return out
+
+    async def rules_agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for events in self.batches(stream):
+            started = time.perf_counter()
+            obs = await self.decode(events, "rules", Observation.from_json)
+            result = self.ctx.rules.process(obs, self.source_state, self.ctx.rulebook.current)
+            for decision, count in result.decisions.items():
+                if count:
+                    self.m.rule_decisions.labels(decision.value).inc(count)
+            for hazard in result.hazards:
+                await self.hazards.send(key=hazard.place.area_code.encode(),
+                                        value=hazard.to_json())
+            self.m.records_out.labels("rules").inc(len(result.hazards))
+            self.m.batch_seconds.labels("rules").observe(time.perf_counter() - started)
+
+    async def lifecycle_agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for events in self.batches(stream):
+            started = time.perf_counter()
+            found = await self.decode(events, "lifecycle", Hazard.from_json)
+            now = self.ctx.now()
+            out = self.ctx.lifecycle.process(found, self.alert_state,
+                                             self.ctx.rulebook.current.scoring, now)
+            for alert in out:
+                self.m.alerts.labels(alert.level.label, alert.transition).inc()
+                self.m.event_to_alert.observe(
+                    max(0.0, (now - alert.hazard.observed_at).total_seconds()))
+                await self.alerts.send(key=alert.hazard.place.area_code.encode(),
+                                       value=alert.to_json())
+            self.m.records_out.labels("lifecycle").inc(len(out))
+            self.m.batch_seconds.labels("lifecycle").observe(time.perf_counter() - started)
+
+    async def sinks_agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for events in self.batches(stream):
+            batch = await self.decode(events, "sinks", Alert.from_json)
+            for sink in self.sinks:
+                await deliver_until_done(sink, batch, self.ctx)
+
+    async def reload_rules(self) -> None:
+        outcome = self.ctx.rulebook.maybe_reload()
+        if outcome is not None:
+            self.m.rule_reloads.labels(outcome).inc()
+            if outcome == "reloaded":
+                self.m.rules_version.clear()
+                self.m.rules_version.labels(self.ctx.rulebook.current.version).set(1)
+
+    async def internal_dead_letter(self, event: EventT, stage: str, exc: Exception) -> None:
+        """An undecodable record between stages (a producer bug or foreign writer): keep it."""
+        msg: Any = event.message
+        dl = DeadLetter(RawRecord(event.value, event.key, msg.topic, msg.partition, msg.offset),
+                        feed="internal", stage=stage, reason="undecodable",
+                        detail=repr(exc)[:200])
+        self.m.dead_letters.labels("internal", "undecodable").inc()
+        await self.deadletter.send(key=event.key, value=dl.to_json(self.ctx.now()))
+
+
+async def deliver_until_done(sink: AlertSink, batch: list[Alert], ctx: WorkerContext) -> None:
+    """Send to one sink, retrying transient failures with backoff; the batch is only
+    acknowledged (offsets committed) after every alert is delivered or failed for good."""
+    pending = batch
+    delay = 0.2
+    sm = ctx.sink_metrics
+    while pending:
+        started = time.perf_counter()
+        try:
+            outcomes = await sink.send(pending)
+        except Exception:  # a sink bug must not kill the worker: count it and retry
+            log.exception("sink %s raised", sink.name)
+            sm.errors.labels(sink.name).inc()
+            outcomes = [Outcome.RETRY] * len(pending)
+        sm.batch_seconds.labels(sink.name).observe(time.perf_counter() - started)
+        retry: list[Alert] = []
+        for alert, outcome in zip(pending, outcomes, strict=True):
+            sm.deliveries.labels(sink.name, outcome.value).inc()
+            if outcome == Outcome.RETRY:
+                retry.append(alert)
+            elif outcome == Outcome.FAILED:
+                log.error("sink %s failed alert %s for good", sink.name, alert.alert_id)
+        pending = retry
+        if pending:
+            await asyncio.sleep(delay)
+            delay = min(SINK_RETRY_MAX_S, delay * 2)

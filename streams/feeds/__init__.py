@@ -1,0 +1,14 @@
+"""Feed adapters: one module per department feed, each a pure ``parse(raw) -> Reading``.
+
+A parser never raises anything but :class:`onemap.errors.InputRejected`, whose ``reason`` is a
+stable code used as the dead-letter reason and metric label.
+"""
+
+from __future__ import annotations
+
+from onemap.streams.feeds.base import Feed, Reading
+from onemap.streams.feeds.water import WATER
+
+FEEDS: dict[str, Feed] = {WATER.name: WATER}
+
+__all__ = ["FEEDS", "Feed", "Reading"]

@@ -1,0 +1,132 @@
+"""What every feed parser shares: the Reading type and strict field helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from onemap.errors import InputRejected
+
+MAX_RECORD_BYTES = 64 * 1024
+
+CRS_NAMES = ("wgs84", "gcj02", "bd09")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reading:
+    """A parsed, validated feed record, not yet located. Coordinates are as sent (``crs``)."""
+
+    feed: str
+    source_id: str
+    observed_at: datetime
+    values: dict[str, float]
+    lon: float | None = None
+    lat: float | None = None
+    crs: str = "wgs84"
+    exercise: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Feed:
+    """A department feed: its name (``onemap.in.<name>``), parser and event-time field."""
+
+    name: str
+    parse: Callable[[bytes], Reading]
+    time_field: str
+    description: str
+
+
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """The record as a JSON object, or InputRejected saying why not."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InputRejected("too-large", f"record is {len(raw)} bytes; limit {MAX_RECORD_BYTES}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputRejected("invalid-json", f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InputRejected("invalid-json", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def require_str(obj: dict[str, Any], field: str, *, max_len: int = 64) -> str:
+    value = obj.get(field)
+    if value is None:
+        raise InputRejected("missing-field", f"field {field!r} is required", field=field)
+    if not isinstance(value, str) or not value.strip():
+        raise InputRejected("bad-field", f"field {field!r} must be a non-empty string",
+                            field=field)
+    if len(value) > max_len:
+        raise InputRejected("bad-field", f"field {field!r} is longer than {max_len}", field=field)
+    return value.strip()
+
+
+def require_number(obj: dict[str, Any], field: str, *, low: float, high: float) -> float:
+    value = obj.get(field)
+    if value is None:
+        raise InputRejected("missing-field", f"field {field!r} is required", field=field)
+    return _number(value, field, low, high)
+
+
+def optional_number(
+    obj: dict[str, Any], field: str, *, low: float, high: float,
+) -> float | None:
+    value = obj.get(field)
+    return None if value is None else _number(value, field, low, high)
+
+
+def _number(value: Any, field: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputRejected("bad-field", f"field {field!r} must be a number, got {value!r:.40}",
+                            field=field)
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        raise InputRejected("out-of-range",
+                            f"field {field!r} = {number} is outside [{low}, {high}]", field=field)
+    return number
+
+
+def require_time(obj: dict[str, Any], field: str) -> datetime:
+    """An ISO 8601 time with a UTC offset; a naive time is ambiguous and rejected."""
+    value = obj.get(field)
+    if value is None:
+        raise InputRejected("missing-field", f"field {field!r} is required", field=field)
+    if not isinstance(value, str):
+        raise InputRejected("bad-time", f"field {field!r} must be an ISO 8601 string",
+                            field=field)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputRejected("bad-time", f"field {field!r} = {value!r:.40} is not ISO 8601",
+                            field=field) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InputRejected(
+            "bad-time", f"field {field!r} = {value!r:.40} has no UTC offset (add +08:00)",
+            field=field)
+    return parsed
+
+
+def optional_position(obj: dict[str, Any]) -> tuple[float | None, float | None, str]:
+    """lon/lat (both or neither) and their coordinate system."""
+    lon = optional_number(obj, "lon", low=-180.0, high=180.0)
+    lat = optional_number(obj, "lat", low=-90.0, high=90.0)
+    if (lon is None) != (lat is None):
+        raise InputRejected("bad-field", "give both lon and lat, or neither",
+                            field="lon" if lon is None else "lat")
+    crs = obj.get("crs", "wgs84")
+    if not isinstance(crs, str) or crs.lower() not in CRS_NAMES:
+        raise InputRejected("bad-field", f"crs must be one of {', '.join(CRS_NAMES)}",
+                            field="crs")
+    return lon, lat, crs.lower()
+
+
+def optional_bool(obj: dict[str, Any], field: str) -> bool:
+    value = obj.get(field, False)
+    if not isinstance(value, bool):
+        raise InputRejected("bad-field", f"field {field!r} must be true or false", field=field)
+    return value

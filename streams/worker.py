@@ -1,0 +1,52 @@
+"""`onemap worker`: one faust worker running every stage, its sinks and its /metrics."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+import redis.asyncio as aioredis
+from faust.worker import Worker
+from onemap.sinks.dashboard.state import RedisStateSink
+from onemap.sinks.sms.outbox import provider_from_url
+from onemap.sinks.sms.sink import SmsSink
+from onemap.streams.app import Pipeline
+from onemap.streams.context import build_context
+from prometheus_client import start_http_server
+
+from onemap import logs
+from onemap.embedded import require_free
+from onemap.errors import ComponentError
+from onemap.settings import Settings
+from onemap.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def check_redis(url: str) -> None:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        raise ComponentError(
+            f"Redis at {url} is not reachable ({exc}); start it or pass --redis URL") from exc
+
+
+def run_worker(settings: Settings) -> int:
+    logs.configure(settings.log_level, settings.log_format)
+    ctx = build_context(settings)  # bad boundaries, registries, rules or roster fail here
+    check_redis(settings.redis_url)
+    ensure_topics(settings)
+    require_free(settings.metrics_host, settings.metrics_port, "worker metrics",
+                 "--metrics-port or ONEMAP_METRICS_PORT")
+    start_http_server(settings.metrics_port, settings.metrics_host, registry=ctx.registry)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    provider = provider_from_url(settings.sms_outbox)
+    sinks = [RedisStateSink(client),
+             SmsSink(client, provider, roster=lambda: ctx.roster, now=ctx.now)]
+    app = Pipeline(ctx, sinks).app
+    log.warning("worker starting: kafka=%s redis=%s metrics=http://%s:%d/metrics",
+                settings.kafka_url, settings.redis_url, settings.metrics_host,
+                settings.metrics_port)
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
