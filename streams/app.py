@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 import faust
 from faust.types import EventT
+from mode import CrashingSupervisor
+from onemap.rules.evaluate import state_key
 from onemap.sinks.base import AlertSink, Outcome
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord
@@ -60,6 +62,47 @@ def make_faust_app(ctx: WorkerContext) -> faust.App:
     )
 
 
+class EventBoundTable(MutableMapping[str, Any]):
+    """A faust table seen through the events of one batch.
+
+    Faust writes a table key to the changelog partition of the *current event*; in a batch
+    there is none, so each write first makes current the event its key came from. State thus
+    stays co-partitioned with the records that change it, and recovers with them.
+    """
+
+    def __init__(self, table: Any, stream: faust.StreamT[bytes],
+                 events_by_key: dict[str, EventT]) -> None:
+        self.table = table
+        self.stream = stream
+        self.events_by_key = events_by_key
+
+    def __getitem__(self, key: str) -> Any:
+        return self.table[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.stream._set_current_event(self.events_by_key[key])
+        try:
+            self.table[key] = value
+        finally:
+            self.stream._set_current_event(None)
+
+    def __delitem__(self, key: str) -> None:
+        self.stream._set_current_event(self.events_by_key[key])
+        try:
+            del self.table[key]
+        finally:
+            self.stream._set_current_event(None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 class Pipeline:
     """The faust app with one agent per stage; each agent a shell around its pure stage."""
 
@@ -82,12 +125,19 @@ class Pipeline:
         self.m.rules_version.labels(ctx.rulebook.current.version).set(1)
         for feed, topic_name in INPUT_TOPICS.items():
             if feed in FEEDS:
-                self.app.agent(self.topic(topic_name), name=f"onemap.ingest.{feed}")(
-                    self._ingest_agent(feed))
-        self.app.agent(self.observations, name="onemap.rules")(self.rules_agent)
-        self.app.agent(self.hazards, name="onemap.lifecycle")(self.lifecycle_agent)
-        self.app.agent(self.alerts, name="onemap.sinks")(self.sinks_agent)
+                self.agent(self.topic(topic_name), f"onemap.ingest.{feed}",
+                           self._ingest_agent(feed))
+        self.agent(self.observations, "onemap.rules", self.rules_agent)
+        self.agent(self.hazards, "onemap.lifecycle", self.lifecycle_agent)
+        self.agent(self.alerts, "onemap.sinks", self.sinks_agent)
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_rules)
+
+    def agent(self, channel: faust.TopicT, name: str,
+              fun: Callable[[faust.StreamT[bytes]], Awaitable[None]]) -> None:
+        """An agent whose crash crashes the worker: a bug must not leave a stage silently
+        dead while the process looks healthy; the restarted worker resumes from the
+        committed offsets."""
+        self.app.agent(channel, name=name, supervisor_strategy=CrashingSupervisor)(fun)
 
     def topic(self, name: str) -> faust.TopicT:
         s = self.ctx.settings
@@ -123,11 +173,11 @@ class Pipeline:
         self.m.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
 
     async def decode(self, events: list[EventT], stage: str,
-                     decoder: Callable[[bytes], T]) -> list[T]:
-        out: list[T] = []
+                     decoder: Callable[[bytes], T]) -> list[tuple[T, EventT]]:
+        out: list[tuple[T, EventT]] = []
         for e in events:
             try:
-                out.append(decoder(e.value))
+                out.append((decoder(e.value), e))
             except (ValueError, KeyError, TypeError) as exc:
                 await self.internal_dead_letter(e, stage, exc)
         return out
@@ -135,8 +185,11 @@ class Pipeline:
     async def rules_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for events in self.batches(stream):
             started = time.perf_counter()
-            obs = await self.decode(events, "rules", Observation.from_json)
-            result = self.ctx.rules.process(obs, self.source_state, self.ctx.rulebook.current)
+            decoded = await self.decode(events, "rules", Observation.from_json)
+            state = EventBoundTable(self.source_state, stream,
+                                    {state_key(o): e for o, e in decoded})
+            result = self.ctx.rules.process([o for o, _ in decoded], state,
+                                            self.ctx.rulebook.current)
             for decision, count in result.decisions.items():
                 if count:
                     self.m.rule_decisions.labels(decision.value).inc(count)
@@ -149,9 +202,11 @@ class Pipeline:
     async def lifecycle_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for events in self.batches(stream):
             started = time.perf_counter()
-            found = await self.decode(events, "lifecycle", Hazard.from_json)
+            decoded = await self.decode(events, "lifecycle", Hazard.from_json)
+            state = EventBoundTable(self.alert_state, stream,
+                                    {h.hazard_id: e for h, e in decoded})
             now = self.ctx.now()
-            out = self.ctx.lifecycle.process(found, self.alert_state,
+            out = self.ctx.lifecycle.process([h for h, _ in decoded], state,
                                              self.ctx.rulebook.current.scoring, now)
             for alert in out:
                 self.m.alerts.labels(alert.level.label, alert.transition).inc()
@@ -164,7 +219,7 @@ class Pipeline:
 
     async def sinks_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for events in self.batches(stream):
-            batch = await self.decode(events, "sinks", Alert.from_json)
+            batch = [a for a, _ in await self.decode(events, "sinks", Alert.from_json)]
             for sink in self.sinks:
                 await deliver_until_done(sink, batch, self.ctx)
 

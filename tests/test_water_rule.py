@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from onemap.rules.rulebook import default_rules_dir, load_rulebook
+from onemap.rules.water_level import evaluate_water_level
 
 from onemap.levels import WarningLevel
 from onemap.registries import WaterStation
-from onemap.rules.rulebook import default_rules_dir, load_rulebook
-from onemap.rules.water_level import evaluate_water_level
 
 RULES = load_rulebook(default_rules_dir()).water_level
 RIVER = WaterStation(station_id="R", name="前山河南屏站", kind="river", lon=113.5, lat=22.2,
@@ -15,7 +15,8 @@ RIVER = WaterStation(station_id="R", name="前山河南屏站", kind="river", lo
 RESERVOIR = WaterStation(station_id="V", name="竹仙洞水库", kind="reservoir", lon=113.5,
                          lat=22.2, warning_level_m=43.0, guaranteed_level_m=44.6,
                          flood_limit_level_m=42.0)
-N, B, Y, O, R = (WarningLevel.NONE, WarningLevel.BLUE, WarningLevel.YELLOW,
+N, B, Y, O, R = (  # noqa: E741 (colour initials read best in the tables)
+    WarningLevel.NONE, WarningLevel.BLUE, WarningLevel.YELLOW,
                  WarningLevel.ORANGE, WarningLevel.RED)
 
 
