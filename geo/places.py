@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-
 from onemap.geo.boundaries import AdminMap
 from onemap.geo.locator import Locator
+
 from onemap.records import Place
 
 
@@ -27,7 +27,7 @@ class PlaceIndex:
     @classmethod
     def load(cls, boundaries_dir: Path | None = None) -> PlaceIndex:
         admin_map = AdminMap.load_default() if boundaries_dir is None else \
-            AdminMap.from_files(sorted(boundaries_dir.glob("*.geojson")))
+            AdminMap.from_files(boundaries_dir)
         return cls(admin_map)
 
     def find(self, lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> list[Place]:

@@ -55,8 +55,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_locate(args: argparse.Namespace) -> int:
     from onemap.geo.cli import locate_command
 
-    return locate_command(lon=args.lon, lat=args.lat, csv_path=args.csv, crs=args.crs,
-                          boundaries=args.boundaries)
+    return int(locate_command(lon=args.lon, lat=args.lat, csv_path=args.csv, crs=args.crs,
+                              boundaries=args.boundaries))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

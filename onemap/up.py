@@ -118,7 +118,7 @@ class Supervisor:
         say(f"  metrics    http://{settings.metrics_host}:{settings.metrics_port}/metrics")
         say(f"  kafka      {kafka_url}{'  (embedded)' if opts.kafka_url is None else ''}")
         say(f"  redis      {redis_url}{'  (embedded)' if opts.redis_url is None else ''}")
-        say(f"  sms outbox {settings.sms_outbox}")
+        say(f"  sms outbox {settings.sms_outbox_url}")
         say(f"  logs       {log_dir}/")
         if files:
             say(f"  scenario   {opts.scenario} at {opts.speed:g}x ({len(files)} file(s))")

@@ -34,7 +34,8 @@ class RuleBook:
     directory: Path
 
     def rule_version(self, rule_id: str) -> str:
-        model = {"water_level": self.water_level, "scoring": self.scoring}[rule_id]
+        model: WaterLevelRule | ScoringModel = (
+            self.water_level if rule_id == "water_level" else self.scoring)
         return f"{rule_id}@v{model.version}+{self.version}"
 
 

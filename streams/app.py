@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import faust
 from faust.types import EventT
@@ -71,9 +71,10 @@ class EventBoundTable(MutableMapping[str, Any]):
     """
 
     def __init__(self, table: Any, stream: faust.StreamT[bytes],
-                 events_by_key: dict[str, EventT]) -> None:
+                 events_by_key: dict[str, EventT[bytes]]) -> None:
+        # faust.Stream (the concrete class every agent gets) sets the current event
+        self.stream = cast(faust.Stream[bytes], stream)
         self.table = table
-        self.stream = stream
         self.events_by_key = events_by_key
 
     def __getitem__(self, key: str) -> Any:
@@ -144,9 +145,10 @@ class Pipeline:
         return self.app.topic(s.topic(name), key_type=bytes, value_type=bytes,
                               partitions=s.partitions)
 
-    async def batches(self, stream: faust.StreamT[bytes]) -> AsyncIterator[list[EventT]]:
+    async def batches(self, stream: faust.StreamT[bytes]) -> AsyncIterator[list[EventT[bytes]]]:
         s = self.ctx.settings
-        async for events in stream.take_events(s.batch_size, within=s.batch_wait_s):
+        concrete = cast(faust.Stream[bytes], stream)
+        async for events in concrete.take_events(s.batch_size, within=s.batch_wait_s):
             yield list(events)
 
     def _ingest_agent(self, feed: str) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
@@ -155,7 +157,7 @@ class Pipeline:
                 await self.ingest_batch(feed, events)
         return ingest
 
-    async def ingest_batch(self, feed: str, events: list[EventT]) -> None:
+    async def ingest_batch(self, feed: str, events: list[EventT[bytes]]) -> None:
         started = time.perf_counter()
         records = [RawRecord(e.value, e.key, e.message.topic, e.message.partition,
                              e.message.offset) for e in events]
@@ -172,9 +174,9 @@ class Pipeline:
         self.m.records_out.labels("ingest").inc(len(result.observations))
         self.m.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
 
-    async def decode(self, events: list[EventT], stage: str,
-                     decoder: Callable[[bytes], T]) -> list[tuple[T, EventT]]:
-        out: list[tuple[T, EventT]] = []
+    async def decode(self, events: list[EventT[bytes]], stage: str,
+                     decoder: Callable[[bytes], T]) -> list[tuple[T, EventT[bytes]]]:
+        out: list[tuple[T, EventT[bytes]]] = []
         for e in events:
             try:
                 out.append((decoder(e.value), e))
@@ -231,7 +233,7 @@ class Pipeline:
                 self.m.rules_version.clear()
                 self.m.rules_version.labels(self.ctx.rulebook.current.version).set(1)
 
-    async def internal_dead_letter(self, event: EventT, stage: str, exc: Exception) -> None:
+    async def internal_dead_letter(self, event: EventT[bytes], stage: str, exc: Exception) -> None:
         """An undecodable record between stages (a producer bug or foreign writer): keep it."""
         msg: Any = event.message
         dl = DeadLetter(RawRecord(event.value, event.key, msg.topic, msg.partition, msg.offset),

@@ -7,6 +7,7 @@ import logging
 import redis
 import redis.asyncio as aioredis
 from faust.worker import Worker
+from onemap.sinks.base import AlertSink
 from onemap.sinks.dashboard.state import RedisStateSink
 from onemap.sinks.sms.outbox import provider_from_url
 from onemap.sinks.sms.sink import SmsSink
@@ -40,8 +41,8 @@ def run_worker(settings: Settings) -> int:
                  "--metrics-port or ONEMAP_METRICS_PORT")
     start_http_server(settings.metrics_port, settings.metrics_host, registry=ctx.registry)
     client = aioredis.Redis.from_url(settings.redis_url)
-    provider = provider_from_url(settings.sms_outbox)
-    sinks = [RedisStateSink(client),
+    provider = provider_from_url(settings.sms_outbox_url)
+    sinks: list[AlertSink] = [RedisStateSink(client),
              SmsSink(client, provider, roster=lambda: ctx.roster, now=ctx.now)]
     app = Pipeline(ctx, sinks).app
     log.warning("worker starting: kafka=%s redis=%s metrics=http://%s:%d/metrics",

@@ -127,6 +127,7 @@ def worker(broker: Broker, redis_url: str,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningWorker]:
     tmp = tmp_path_factory.mktemp("worker")
     prefix = f"t{int(time.time() * 1000) % 10_000_000}"
+    redis.Redis.from_url(redis_url).flushdb()
     running = start_worker(worker_env(broker, redis_url, tmp, prefix), tmp)
     yield running
     stop([running.proc])

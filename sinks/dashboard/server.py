@@ -66,7 +66,7 @@ async def load_state(client: aioredis.Redis) -> dict[str, Any]:
         "alerts": [orjson.loads(a) for a in actual],
         "exercise": [orjson.loads(a) for a in exercise],
         "ticker": [orjson.loads(t) for t in ticker],
-        "updated_at": updated.decode() if updated else None,
+        "updated_at": updated.decode() if isinstance(updated, bytes) else updated,
         "served_at": datetime.now(UTC).isoformat(),
     }
 
@@ -165,7 +165,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
         metrics.clients.dec()
         with contextlib.suppress(Exception):
             await pubsub.unsubscribe(EVENTS_CHANNEL)
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
     return response
 
 

@@ -109,6 +109,10 @@ async def read_open_alerts(client: aioredis.Redis, status: str, limit: int = 200
         return []
     async with client.pipeline(transaction=False) as pipe:
         for hazard_id in ids:
-            pipe.hget(alert_key(hazard_id.decode()), "alert")
+            pipe.hget(alert_key(_text(hazard_id)), "alert")
         rows = await pipe.execute()
     return [row for row in rows if row is not None]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

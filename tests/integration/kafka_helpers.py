@@ -1,0 +1,49 @@
+"""Small kafka-python helpers for tests: produce, and read a topic back (no consumer group)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for value in values:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def read_until(
+    bootstrap: str, topic: str, done: Callable[[list[tuple[bytes | None, bytes]]], bool],
+    timeout_s: float = 30.0,
+) -> list[tuple[bytes | None, bytes]]:
+    """Every record of ``topic`` from the start, read until ``done(records)`` or timeout.
+
+    Records are counted by reading them (the embedded broker's end offsets can read low).
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=500)
+    records: list[tuple[bytes | None, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                time.sleep(0.2)
+        assert partitions, f"topic {topic} does not exist"
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        consumer.seek_to_beginning()
+        while time.monotonic() < deadline:
+            for message in consumer:
+                records.append((message.key, message.value))
+            if done(records):
+                break
+    finally:
+        consumer.close()
+    return records
