@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-from onemap.geo.boundaries import AdminLevel, AdminMap
-from onemap.geo.locator import Locator
 
 from onemap.errors import LocateError, OneMapError
+from onemap.geo.boundaries import AdminLevel, AdminMap
+from onemap.geo.locator import Locator
 
 CHUNK = 20_000
 LON_NAMES = ("lon", "lng", "longitude", "x", "经度")

@@ -41,10 +41,10 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import shapely
-from onemap.geo.boundaries import AdminLevel, AdminMap, AdminUnit
-from onemap.geo.crs import Crs, to_wgs84
 
 from onemap.errors import LocateError
+from onemap.geo.boundaries import AdminLevel, AdminMap, AdminUnit
+from onemap.geo.crs import Crs, to_wgs84
 
 I32 = npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]

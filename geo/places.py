@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
 from onemap.geo.boundaries import AdminMap
 from onemap.geo.locator import Locator
-
 from onemap.records import Place
 
 

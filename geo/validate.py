@@ -48,6 +48,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import shapely
+
+from onemap.errors import ConfigError
 from onemap.geo.boundaries import (
     LEVELS,
     AdminLevel,
@@ -59,8 +61,6 @@ from onemap.geo.boundaries import (
     read_boundaries,
     repair_polygonal,
 )
-
-from onemap.errors import ConfigError
 
 _M_PER_DEG_LAT: Final = 110_574.0
 _M_PER_DEG_LON_EQ: Final = 111_320.0

@@ -12,12 +12,11 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from onemap.rules.rulebook import RuleBook
-from onemap.rules.water_level import evaluate_water_level
-
 from onemap.levels import WarningLevel
 from onemap.records import Hazard, Observation
 from onemap.registries import WaterStation
+from onemap.rules.rulebook import RuleBook
+from onemap.rules.water_level import evaluate_water_level
 
 
 class Decision(enum.Enum):

@@ -12,10 +12,9 @@ from collections.abc import Callable, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from onemap.rules.scoring import ScoringModel, urgency
-
 from onemap.levels import WarningLevel
 from onemap.records import Alert, Hazard
+from onemap.rules.scoring import ScoringModel, urgency
 
 
 class Transition(enum.Enum):

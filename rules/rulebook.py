@@ -10,11 +10,10 @@ import importlib.resources
 import logging
 from pathlib import Path
 
-from onemap.rules.scoring import ScoringModel
-from onemap.rules.water_level import WaterLevelRule
-
 from onemap.datafiles import file_version, iter_yaml, load_yaml, validate_model
 from onemap.errors import ConfigError
+from onemap.rules.scoring import ScoringModel
+from onemap.rules.water_level import WaterLevelRule
 
 log = logging.getLogger(__name__)
 

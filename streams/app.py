@@ -20,13 +20,13 @@ from typing import Any, TypeVar, cast
 import faust
 from faust.types import EventT
 from mode import CrashingSupervisor
+
+from onemap.records import Alert, Hazard, Observation
 from onemap.rules.evaluate import state_key
 from onemap.sinks.base import AlertSink, Outcome
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS
-
-from onemap.records import Alert, Hazard, Observation
 
 log = logging.getLogger(__name__)
 

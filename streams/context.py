@@ -7,16 +7,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from onemap.rules.evaluate import RulesStage
-from onemap.rules.lifecycle import LifecycleStage
-from onemap.rules.rulebook import RuleBookHolder, default_rules_dir
-from onemap.sinks.sms.roster import DutyRoster, load_roster
-from onemap.streams.ingest import IngestStage, PlaceFinder
 from prometheus_client import CollectorRegistry
 
 from onemap.metrics import PipelineMetrics, SinkMetrics
 from onemap.registries import WaterStation, default_registries_dir, load_water_stations
+from onemap.rules.evaluate import RulesStage
+from onemap.rules.lifecycle import LifecycleStage
+from onemap.rules.rulebook import RuleBookHolder, default_rules_dir
 from onemap.settings import Settings
+from onemap.sinks.sms.roster import DutyRoster, load_roster
+from onemap.streams.ingest import IngestStage, PlaceFinder
 
 
 def utc_now() -> datetime:

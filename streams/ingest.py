@@ -10,13 +10,13 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from onemap.geo.crs import to_wgs84
-from onemap.streams.deadletter import DeadLetter, RawRecord
-from onemap.streams.feeds import FEEDS, Feed, Reading
 
 from onemap.errors import InputRejected
+from onemap.geo.crs import to_wgs84
 from onemap.records import Observation, Place
 from onemap.registries import WaterStation
+from onemap.streams.deadletter import DeadLetter, RawRecord
+from onemap.streams.feeds import FEEDS, Feed, Reading
 
 #: Finds the place of each WGS84 point; one Place per point (``OUT_OF_AREA`` when outside).
 PlaceFinder = Callable[[np.ndarray, np.ndarray], list[Place]]

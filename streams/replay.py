@@ -25,11 +25,11 @@ from typing import Any, TextIO
 
 import orjson
 from kafka import KafkaProducer
-from onemap.streams.app import INPUT_TOPICS
-from onemap.streams.feeds import FEEDS
 
 from onemap.errors import OneMapError
 from onemap.settings import Settings
+from onemap.streams.app import INPUT_TOPICS
+from onemap.streams.feeds import FEEDS
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

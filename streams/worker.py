@@ -7,18 +7,18 @@ import logging
 import redis
 import redis.asyncio as aioredis
 from faust.worker import Worker
-from onemap.sinks.base import AlertSink
-from onemap.sinks.dashboard.state import RedisStateSink
-from onemap.sinks.sms.outbox import provider_from_url
-from onemap.sinks.sms.sink import SmsSink
-from onemap.streams.app import Pipeline
-from onemap.streams.context import build_context
 from prometheus_client import start_http_server
 
 from onemap import logs
 from onemap.embedded import require_free
 from onemap.errors import ComponentError
 from onemap.settings import Settings
+from onemap.sinks.base import AlertSink
+from onemap.sinks.dashboard.state import RedisStateSink
+from onemap.sinks.sms.outbox import provider_from_url
+from onemap.sinks.sms.sink import SmsSink
+from onemap.streams.app import Pipeline
+from onemap.streams.context import build_context
 from onemap.topics import ensure_topics
 
 log = logging.getLogger(__name__)

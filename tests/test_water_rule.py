@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from onemap.rules.rulebook import default_rules_dir, load_rulebook
-from onemap.rules.water_level import evaluate_water_level
 
 from onemap.levels import WarningLevel
 from onemap.registries import WaterStation
+from onemap.rules.rulebook import default_rules_dir, load_rulebook
+from onemap.rules.water_level import evaluate_water_level
 
 RULES = load_rulebook(default_rules_dir()).water_level
 RIVER = WaterStation(station_id="R", name="前山河南屏站", kind="river", lon=113.5, lat=22.2,

@@ -19,17 +19,17 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from onemap.levels import WarningLevel
+from onemap.settings import Settings
 from onemap.sinks.dashboard.state import (
     EVENTS_CHANNEL,
     UPDATED_AT_KEY,
     read_open_alerts,
     ticker_key,
 )
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-from onemap.levels import WarningLevel
-from onemap.settings import Settings
 
 log = logging.getLogger(__name__)
 

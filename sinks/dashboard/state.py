@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from onemap.sinks.base import Outcome
 from redis.exceptions import RedisError
 
 from onemap.errors import ComponentError
 from onemap.records import Alert
+from onemap.sinks.base import Outcome
 
 PREFIX = "onemap:"
 EVENTS_CHANNEL = "onemap:events"

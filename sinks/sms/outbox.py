@@ -13,13 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from onemap.errors import ConfigError
+from onemap.records import dumps
 from onemap.sinks.base import Outcome
 from onemap.sinks.sms.message import SmsMessage
 from onemap.sinks.sms.roster import masked
 from onemap.sinks.sms.templates import segments
-
-from onemap.errors import ConfigError
-from onemap.records import dumps
 
 
 class SmsProvider(Protocol):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from onemap.sinks.sms.roster import DutyRoster, Officer
-
 from onemap.levels import WarningLevel
 from onemap.records import Alert
+from onemap.sinks.sms.roster import DutyRoster, Officer
 
 
 def area_covers(officer_area: str, alert_codes: tuple[str, ...]) -> bool:

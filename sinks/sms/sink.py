@@ -11,15 +11,15 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from onemap.records import Alert
 from onemap.sinks.base import Outcome
 from onemap.sinks.sms.message import SmsMessage
 from onemap.sinks.sms.outbox import SmsProvider
 from onemap.sinks.sms.roster import DutyRoster
 from onemap.sinks.sms.routing import recipients
 from onemap.sinks.sms.templates import render
-from redis.exceptions import RedisError
-
-from onemap.records import Alert
 
 SENT_KEY_PREFIX = "onemap:sms:sent:"
 SENT_TTL_S = 30 * 24 * 3600

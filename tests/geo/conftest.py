@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import shapely
+
 from onemap.geo.boundaries import AdminMap, RawBoundaries, raw_from_records
 
 ZHUHAI = Path(__file__).resolve().parents[2] / "fixtures" / "zhuhai"

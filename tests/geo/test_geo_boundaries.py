@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import shapely
 from conftest import ZHUHAI, Records
-from onemap.geo.boundaries import AdminLevel, AdminMap, FieldMap, read_boundaries
 
 from onemap.errors import ConfigError
+from onemap.geo.boundaries import AdminLevel, AdminMap, FieldMap, read_boundaries
 
 
 def _frame(records: Records, crs: str | int | None = 4326) -> gpd.GeoDataFrame:

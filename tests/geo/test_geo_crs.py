@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from onemap.errors import ConfigError
 from onemap.geo.crs import (
     Crs,
     bd09_to_gcj02,
@@ -16,8 +18,6 @@ from onemap.geo.crs import (
     wgs84_to_bd09,
     wgs84_to_gcj02,
 )
-
-from onemap.errors import ConfigError
 
 M_PER_DEG = 111_320.0
 

@@ -7,11 +7,11 @@ import pytest
 import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from onemap.errors import LocateError
 from onemap.geo.boundaries import AdminLevel, AdminMap
 from onemap.geo.crs import wgs84_to_gcj02
 from onemap.geo.locator import Locator
-
-from onemap.errors import LocateError
 
 
 @pytest.fixture(scope="module")

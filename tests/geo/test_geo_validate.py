@@ -8,6 +8,7 @@ from pathlib import Path
 import geopandas as gpd
 import shapely
 from conftest import ZHUHAI, Records
+
 from onemap.geo.boundaries import AdminLevel, AdminMap, RawBoundaries
 from onemap.geo.validate import (
     Finding,
