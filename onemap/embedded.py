@@ -156,3 +156,13 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
+
+
+def onemap_command(*args: str) -> list[str]:
+    """argv that runs ``onemap ARGS`` with this interpreter.
+
+    ``-P`` keeps the current directory off ``sys.path``: run from a source checkout, the
+    top-level ``onemap/`` folder would otherwise shadow the installed package (whose
+    ``onemap.streams`` etc. are mapped from the other top-level folders).
+    """
+    return [sys.executable, "-P", "-m", "onemap", *args]

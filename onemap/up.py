@@ -12,12 +12,18 @@ import dataclasses
 import importlib.resources
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import FrameType
 
-from onemap.embedded import require_free, spawn, start_broker, start_redis, stop
+from onemap.embedded import (
+    onemap_command,
+    require_free,
+    spawn,
+    start_broker,
+    start_redis,
+    stop,
+)
 from onemap.errors import OneMapError
 from onemap.settings import Settings
 from onemap.topics import ensure_topics
@@ -105,13 +111,12 @@ class Supervisor:
                                                  settings.data_dir / "redis", self.logs["redis"])
         ensure_topics(settings)
         env = {**_clean_env(), **settings.as_env()}
-        python = sys.executable
-        self._start("worker", [python, "-m", "onemap", "worker"], env, log_dir)
-        self._start("dashboard", [python, "-m", "onemap", "dashboard"], env, log_dir)
+        self._start("worker", onemap_command("worker"), env, log_dir)
+        self._start("dashboard", onemap_command("dashboard"), env, log_dir)
         files = scenario_files(opts.scenario) if opts.scenario else []
         if files:
-            self._start("replay", [python, "-m", "onemap", "replay", *map(str, files),
-                                   "--speed", str(opts.speed), "--rebase-now"], env, log_dir)
+            self._start("replay", onemap_command("replay", *map(str, files), "--speed",
+                                                 str(opts.speed), "--rebase-now"), env, log_dir)
         say("")
         say("OneMap is up.")
         say(f"  dashboard  http://{settings.dashboard_host}:{settings.dashboard_port}/")

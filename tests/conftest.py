@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +17,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from onemap.embedded import free_port, start_broker, start_redis, stop, wait_until
+from onemap.embedded import (
+    free_port,
+    onemap_command,
+    start_broker,
+    start_redis,
+    stop,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,7 +112,7 @@ def worker_env(broker: Broker, redis_url: str, tmp: Path, prefix: str) -> dict[s
 def start_worker(env: dict[str, str], tmp: Path) -> RunningWorker:
     log = tmp / "worker.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "onemap", "worker"], env=env,
+        proc = subprocess.Popen(onemap_command("worker"), env=env,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
     url = f"http://127.0.0.1:{env['ONEMAP_METRICS_PORT']}/metrics"
 

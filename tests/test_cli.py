@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+from onemap.embedded import onemap_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def onemap(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "onemap", *args], capture_output=True,
+    return subprocess.run(onemap_command(*args), capture_output=True,
                           text=True, timeout=120, cwd=cwd, check=False)
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from onemap.embedded import free_port
+from onemap.embedded import free_port, onemap_command
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +24,7 @@ class Up:
         self.ports = ports or {name: free_port()
                                for name in ("kafka", "redis", "dashboard", "metrics")}
         self.log = tmp / "up.log"
-        self.argv = [sys.executable, "-m", "onemap", "up",
+        self.argv = [*onemap_command("up"),
                      "--kafka-port", str(self.ports["kafka"]),
                      "--redis-port", str(self.ports["redis"]),
                      "--dashboard-port", str(self.ports["dashboard"]),
@@ -124,7 +123,7 @@ def test_port_in_use_names_the_port_and_the_flag(tmp_path: Path) -> None:
         blocker.listen()
         port = blocker.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "onemap", "up", "--dashboard-port", str(port),
+            [*onemap_command("up"), "--dashboard-port", str(port),
              "--kafka-port", str(free_port()), "--redis-port", str(free_port()),
              "--data-dir", str(tmp_path)],
             capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
