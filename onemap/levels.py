@@ -58,3 +58,7 @@ _ROMAN = {
     WarningLevel.ORANGE: "II",
     WarningLevel.RED: "I",
 }
+
+
+#: The four colours from lowest to highest.
+COLOURS = (WarningLevel.BLUE, WarningLevel.YELLOW, WarningLevel.ORANGE, WarningLevel.RED)

@@ -81,12 +81,14 @@ class Observation:
     place: Place
     values: dict[str, float]
     exercise: bool = False
+    attrs: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return dumps({
             "feed": self.feed, "source_id": self.source_id, "source_kind": self.source_kind,
             "observed_at": self.observed_at.isoformat(), "lon": self.lon, "lat": self.lat,
             "place": self.place.to_dict(), "values": self.values, "exercise": self.exercise,
+            "attrs": self.attrs,
         })
 
     @classmethod
@@ -96,6 +98,7 @@ class Observation:
             feed=d["feed"], source_id=d["source_id"], source_kind=d["source_kind"],
             observed_at=datetime.fromisoformat(d["observed_at"]), lon=d["lon"], lat=d["lat"],
             place=Place.from_dict(d["place"]), values=d["values"], exercise=d["exercise"],
+            attrs=d.get("attrs", {}),
         )
 
 
@@ -137,6 +140,8 @@ class Hazard:
     rule_id: str
     rule_version: str
     exercise: bool = False
+    #: direction (rising/steady/falling), rate per hour, hours to the next level.
+    trend: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,7 +151,7 @@ class Hazard:
             "place": self.place.to_dict(), "lon": self.lon, "lat": self.lat,
             "observed_at": self.observed_at.isoformat(), "key_figure": self.key_figure.to_dict(),
             "reason": self.reason, "rule_id": self.rule_id, "rule_version": self.rule_version,
-            "exercise": self.exercise,
+            "exercise": self.exercise, "trend": self.trend,
         }
 
     def to_json(self) -> bytes:
@@ -163,6 +168,7 @@ class Hazard:
             observed_at=datetime.fromisoformat(d["observed_at"]),
             key_figure=KeyFigure.from_dict(d["key_figure"]), reason=d["reason"],
             rule_id=d["rule_id"], rule_version=d["rule_version"], exercise=d["exercise"],
+            trend=d.get("trend", {}),
         )
 
     @classmethod

@@ -5,14 +5,17 @@ Loaded strictly from data files; the shipped defaults live in ``onemap.fixtures`
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import model_validator
 
 from onemap.datafiles import StrictModel, load_csv_models
 from onemap.errors import ConfigError
+
+M = TypeVar("M", bound=StrictModel)
 
 WaterKind = Literal["river", "reservoir", "tide", "waterlogging"]
 
@@ -52,10 +55,74 @@ def default_registries_dir() -> Path:
 
 
 def load_water_stations(path: Path) -> dict[str, WaterStation]:
-    stations: dict[str, WaterStation] = {}
-    for station in load_csv_models(WaterStation, path):
-        if station.station_id in stations:
-            raise ConfigError(f"duplicate station_id {station.station_id!r}", path=str(path),
-                              field="station_id")
-        stations[station.station_id] = station
-    return stations
+    return _unique(load_csv_models(WaterStation, path), "station_id", path)
+
+
+class WeatherStation(StrictModel):
+    """An automatic weather station (rain gauge, anemometer)."""
+
+    station_id: str
+    name: str
+    lon: float
+    lat: float
+    expected_interval_s: int = 300
+
+
+HazardPointKind = Literal["landslide", "collapse", "debris_flow", "subsidence"]
+
+
+class HazardPoint(StrictModel):
+    """A geological-hazard point (隐患点) under monitoring, and who answers for it.
+
+    Thresholds left empty fall back to the defaults in ``rules/default/geohazard.yaml``.
+    """
+
+    point_id: str
+    name: str
+    kind: HazardPointKind
+    lon: float
+    lat: float
+    households: int = 0
+    population: int = 0
+    responsible_name: str
+    responsible_phone: str
+    expected_interval_s: int = 600
+    rate_blue_mm_d: float | None = None
+    rate_yellow_mm_d: float | None = None
+    rate_orange_mm_d: float | None = None
+    rate_red_mm_d: float | None = None
+
+
+def load_weather_stations(path: Path) -> dict[str, WeatherStation]:
+    return _unique(load_csv_models(WeatherStation, path), "station_id", path)
+
+
+def load_hazard_points(path: Path) -> dict[str, HazardPoint]:
+    return _unique(load_csv_models(HazardPoint, path), "point_id", path)
+
+
+def _unique(rows: list[M], key: str, path: Path) -> dict[str, M]:
+    out: dict[str, M] = {}
+    for row in rows:
+        value = getattr(row, key)
+        if value in out:
+            raise ConfigError(f"duplicate {key} {value!r}", path=str(path), field=key)
+        out[value] = row
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Registries:
+    """Every source OneMap knows, by feed."""
+
+    water: dict[str, WaterStation]
+    weather: dict[str, WeatherStation]
+    hazard_points: dict[str, HazardPoint]
+
+    @classmethod
+    def load(cls, directory: Path) -> Registries:
+        return cls(
+            water=load_water_stations(directory / "water_stations.csv"),
+            weather=load_weather_stations(directory / "weather_stations.csv"),
+            hazard_points=load_hazard_points(directory / "hazard_points.csv"),
+        )

@@ -12,14 +12,27 @@ from pathlib import Path
 
 from onemap.datafiles import file_version, iter_yaml, load_yaml, validate_model
 from onemap.errors import ConfigError
+from onemap.rules.geohazard import GeohazardRule
+from onemap.rules.incident import IncidentRule
+from onemap.rules.policy import PipelinePolicy
 from onemap.rules.scoring import ScoringModel
 from onemap.rules.water_level import WaterLevelRule
+from onemap.rules.weather import RainstormRule, WindRule
 
 log = logging.getLogger(__name__)
 
-RULE_MODELS: dict[str, type[WaterLevelRule] | type[ScoringModel]] = {
+RuleModel = (WaterLevelRule | RainstormRule | WindRule | GeohazardRule | IncidentRule
+             | ScoringModel | PipelinePolicy)
+
+#: Every rule file names its kind in ``rule:``; one file per kind.
+RULE_MODELS: dict[str, type[RuleModel]] = {
     "water_level": WaterLevelRule,
+    "rainstorm": RainstormRule,
+    "wind": WindRule,
+    "geohazard": GeohazardRule,
+    "incident": IncidentRule,
     "scoring": ScoringModel,
+    "pipeline": PipelinePolicy,
 }
 
 
@@ -28,14 +41,24 @@ class RuleBook:
     """One consistent, validated rule set and the version stamped on what it produces."""
 
     water_level: WaterLevelRule
+    rainstorm: RainstormRule
+    wind: WindRule
+    geohazard: GeohazardRule
+    incident: IncidentRule
     scoring: ScoringModel
+    pipeline: PipelinePolicy
     version: str
     directory: Path
 
     def rule_version(self, rule_id: str) -> str:
-        model: WaterLevelRule | ScoringModel = (
-            self.water_level if rule_id == "water_level" else self.scoring)
+        """``<rule>@v<its version>+<hash of the whole rule set>``: stamped on every hazard."""
+        model: RuleModel = getattr(self, rule_id)
         return f"{rule_id}@v{model.version}+{self.version}"
+
+    @property
+    def history_s(self) -> float:
+        """How much per-source history the windows need (24 h) plus the allowed lateness."""
+        return 24 * 3600.0 + self.pipeline.lateness_s
 
 
 def default_rules_dir() -> Path:
@@ -46,7 +69,7 @@ def load_rulebook(directory: Path) -> RuleBook:
     """Load and validate every rule file in ``directory``; any defect raises ConfigError."""
     if not directory.is_dir():
         raise ConfigError("rules directory does not exist", path=str(directory))
-    found: dict[str, object] = {}
+    found: dict[str, RuleModel] = {}
     paths = list(iter_yaml(directory))
     for path in paths:
         data, lines = load_yaml(path)
@@ -64,10 +87,7 @@ def load_rulebook(directory: Path) -> RuleBook:
     missing = sorted(set(RULE_MODELS) - set(found))
     if missing:
         raise ConfigError(f"missing rule file(s) for: {', '.join(missing)}", path=str(directory))
-    water = found["water_level"]
-    scoring = found["scoring"]
-    assert isinstance(water, WaterLevelRule) and isinstance(scoring, ScoringModel)
-    return RuleBook(water_level=water, scoring=scoring, version=file_version(*paths),
+    return RuleBook(**found, version=file_version(*paths),  # type: ignore[arg-type]
                     directory=directory)
 
 

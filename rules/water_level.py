@@ -11,6 +11,8 @@ from onemap.datafiles import StrictModel
 from onemap.levels import WarningLevel
 from onemap.records import KeyFigure
 from onemap.registries import WaterKind, WaterStation
+from onemap.rules.candidate import Candidate, trend_of
+from onemap.rules.windows import Series, hours_to_reach, rate_per_hour
 
 ThresholdName = Literal["warning", "guaranteed", "flood_limit"]
 
@@ -78,6 +80,7 @@ def evaluate_water_level(
     'blue'
     """
     criteria = rule.kinds.get(station.kind)
+    quantity = "积水深度" if station.kind == "waterlogging" else "水位"
     reached = WarningLevel.NONE
     reached_bound: tuple[float, ThresholdName] | None = None
     if criteria is not None:
@@ -92,13 +95,35 @@ def evaluate_water_level(
             if level_m >= bound - EPSILON_M:
                 reached, reached_bound = colour, (threshold, spec.threshold)
     if reached_bound is None:
-        figure = KeyFigure("水位", level_m, "米", "警戒水位", station.warning_level_m)
-        reason = f"水位{level_m:.2f}米，低于预警线（警戒水位{station.warning_level_m:.2f}米）"
+        figure = KeyFigure(quantity, level_m, "米", "警戒水位", station.warning_level_m)
+        reason = f"{quantity}{level_m:.2f}米，低于预警线（警戒水位{station.warning_level_m:.2f}米）"
         return LevelDecision(WarningLevel.NONE, figure, reason)
     threshold, name = reached_bound
-    figure = KeyFigure("水位", level_m, "米", THRESHOLD_CHINESE[name], threshold)
+    figure = KeyFigure(quantity, level_m, "米", THRESHOLD_CHINESE[name], threshold)
     delta = level_m - threshold
-    relation = f"超{THRESHOLD_CHINESE[name]}{delta:.2f}米" if delta >= 0 else \
-        f"距{THRESHOLD_CHINESE[name]}{-delta:.2f}米"
-    reason = f"{station.name}水位{level_m:.2f}米，{relation}（{reached.chinese}）"
+    if abs(delta) < 0.005:
+        relation = f"达{THRESHOLD_CHINESE[name]}"
+    elif delta > 0:
+        relation = f"超{THRESHOLD_CHINESE[name]}{delta:.2f}米"
+    else:
+        relation = f"距{THRESHOLD_CHINESE[name]}{-delta:.2f}米"
+    reason = f"{station.name}{quantity}{level_m:.2f}米，{relation}（{reached.chinese}）"
     return LevelDecision(reached, figure, reason)
+
+
+def water_candidate(levels: Series, newest: float, station: WaterStation, rule: WaterLevelRule,
+                    current: WarningLevel) -> Candidate:
+    """The level for the newest reading, with the rise rate over the last hour and the hours
+    to the next colour's bound at that rate (linear extrapolation)."""
+    value = levels[-1][1]
+    decision = evaluate_water_level(value, station, rule, current)
+    rate = rate_per_hour(levels, newest, 3600.0)
+    to_next: float | None = None
+    criteria = rule.kinds.get(station.kind)
+    if criteria is not None and decision.level < WarningLevel.RED:
+        spec = criteria.bound(WarningLevel(decision.level + 1))
+        threshold = station.threshold(spec.threshold)
+        if threshold is not None:
+            to_next = hours_to_reach(value, threshold + spec.offset_m, rate)
+    return Candidate("water_level", decision.level, decision.key_figure, decision.reason,
+                     "water_level", trend_of(rate, to_next))

@@ -192,6 +192,14 @@ class Pipeline:
                                     {state_key(o): e for o, e in decoded})
             result = self.ctx.rules.process([o for o, _ in decoded], state,
                                             self.ctx.rulebook.current)
+            now = self.ctx.now()
+            event_of = {id(o): e for o, e in decoded}  # the exact record, for its bytes
+            for rejected in result.rejected:
+                event = event_of[id(rejected.observation)]
+                self.m.dead_letters.labels(rejected.observation.feed, rejected.reason).inc()
+                dl = DeadLetter(_raw(event), rejected.observation.feed, "rules",
+                                rejected.reason, rejected.detail)
+                await self.deadletter.send(key=event.key, value=dl.to_json(now))
             for decision, count in result.decisions.items():
                 if count:
                     self.m.rule_decisions.labels(decision.value).inc(count)
@@ -235,9 +243,7 @@ class Pipeline:
 
     async def internal_dead_letter(self, event: EventT[bytes], stage: str, exc: Exception) -> None:
         """An undecodable record between stages (a producer bug or foreign writer): keep it."""
-        msg: Any = event.message
-        dl = DeadLetter(RawRecord(event.value, event.key, msg.topic, msg.partition, msg.offset),
-                        feed="internal", stage=stage, reason="undecodable",
+        dl = DeadLetter(_raw(event), feed="internal", stage=stage, reason="undecodable",
                         detail=repr(exc)[:200])
         self.m.dead_letters.labels("internal", "undecodable").inc()
         await self.deadletter.send(key=event.key, value=dl.to_json(self.ctx.now()))
@@ -269,3 +275,8 @@ async def deliver_until_done(sink: AlertSink, batch: list[Alert], ctx: WorkerCon
         if pending:
             await asyncio.sleep(delay)
             delay = min(SINK_RETRY_MAX_S, delay * 2)
+
+
+def _raw(event: EventT[bytes]) -> RawRecord:
+    msg: Any = event.message
+    return RawRecord(event.value, event.key, msg.topic, msg.partition, msg.offset)

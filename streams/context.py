@@ -10,7 +10,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from onemap.metrics import PipelineMetrics, SinkMetrics
-from onemap.registries import WaterStation, default_registries_dir, load_water_stations
+from onemap.registries import Registries, default_registries_dir
 from onemap.rules.evaluate import RulesStage
 from onemap.rules.lifecycle import LifecycleStage
 from onemap.rules.rulebook import RuleBookHolder, default_rules_dir
@@ -41,19 +41,19 @@ def build_context(settings: Settings, registry: CollectorRegistry | None = None)
     """Load boundaries, registries, rules and roster; any defect fails here, before consuming."""
     from onemap.geo.places import PlaceIndex
 
-    registries = settings.registries_dir or default_registries_dir()
-    stations: dict[str, WaterStation] = load_water_stations(registries / "water_stations.csv")
+    registries_dir = settings.registries_dir or default_registries_dir()
+    registries = Registries.load(registries_dir)
     places = PlaceIndex.load(settings.boundaries_dir)
     registry = registry or CollectorRegistry()
     holder = RuleBookHolder(settings.rules_dir or default_rules_dir())
     finder: PlaceFinder = places.find
     return WorkerContext(
         settings=settings,
-        ingest=IngestStage(finder, stations),
-        rules=RulesStage(stations),
+        ingest=IngestStage(finder, registries),
+        rules=RulesStage(registries),
         lifecycle=LifecycleStage(places.population),
         rulebook=holder,
-        roster=load_roster(Path(registries) / "duty_roster.yaml"),
+        roster=load_roster(Path(registries_dir) / "duty_roster.yaml"),
         metrics=PipelineMetrics(registry),
         sink_metrics=SinkMetrics(registry),
         registry=registry,

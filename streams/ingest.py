@@ -14,7 +14,7 @@ import numpy as np
 from onemap.errors import InputRejected
 from onemap.geo.crs import to_wgs84
 from onemap.records import Observation, Place
-from onemap.registries import WaterStation
+from onemap.registries import HazardPoint, Registries, WaterStation, WeatherStation
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS, Feed, Reading
 
@@ -41,23 +41,31 @@ class IngestStage:
     stage = "ingest"
 
     def __init__(
-        self, find_places: PlaceFinder, water_stations: Mapping[str, WaterStation],
+        self, find_places: PlaceFinder, registries: Registries,
         feeds: Mapping[str, Feed] = FEEDS,
     ) -> None:
         self.find_places = find_places
-        self.water_stations = water_stations
+        self.registries = registries
         self.feeds = feeds
 
     def _source(self, reading: Reading) -> _Source:
-        if reading.feed == "water":
-            station = self.water_stations.get(reading.source_id)
-            if station is None:
-                raise InputRejected(
-                    "unknown-source",
-                    f"station {reading.source_id!r} is not in the water station registry",
-                    field="station_id")
-            return _Source(station.kind, station.lon, station.lat)
-        raise InputRejected("unknown-feed", f"no registry for feed {reading.feed!r}")
+        """Where the source is and what kind it is, from its registry; unknown -> rejected."""
+        r = self.registries
+        registries: dict[str, Mapping[str, WaterStation | WeatherStation | HazardPoint]] = {
+            "water": r.water, "weather": r.weather, "geohazard": r.hazard_points}
+        registry = registries.get(reading.feed)
+        if registry is None:
+            # incidents have no registry: the report itself says where it is
+            assert reading.lon is not None and reading.lat is not None
+            return _Source(reading.attrs.get("category", "other"), reading.lon, reading.lat)
+        entry = registry.get(reading.source_id)
+        if entry is None:
+            field = "point_id" if reading.feed == "geohazard" else "station_id"
+            raise InputRejected(
+                "unknown-source",
+                f"{reading.source_id!r} is not in the {reading.feed} registry", field=field)
+        kind = getattr(entry, "kind", reading.feed)
+        return _Source(str(kind), entry.lon, entry.lat)
 
     def process(self, feed_name: str, records: Sequence[RawRecord]) -> IngestResult:
         result = IngestResult()
@@ -96,6 +104,6 @@ class IngestStage:
                 feed=reading.feed, source_id=reading.source_id, source_kind=source.kind,
                 observed_at=reading.observed_at, lon=round(float(lon[i]), 7),
                 lat=round(float(lat[i]), 7), place=place, values=reading.values,
-                exercise=reading.exercise,
+                exercise=reading.exercise, attrs=reading.attrs,
             ))
         return result

@@ -29,6 +29,8 @@ class Reading:
     lat: float | None = None
     crs: str = "wgs84"
     exercise: bool = False
+    #: Text facts of the record (incident category, status, sensor type); never numbers.
+    attrs: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +125,38 @@ def optional_position(obj: dict[str, Any]) -> tuple[float | None, float | None, 
         raise InputRejected("bad-field", f"crs must be one of {', '.join(CRS_NAMES)}",
                             field="crs")
     return lon, lat, crs.lower()
+
+
+def optional_choice(obj: dict[str, Any], field: str, choices: tuple[str, ...],
+                    default: str | None = None) -> str | None:
+    value = obj.get(field, default)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in choices:
+        raise InputRejected("bad-field", f"field {field!r} must be one of {', '.join(choices)}",
+                            field=field)
+    return value
+
+
+def optional_count(obj: dict[str, Any], field: str, *, high: int = 100_000) -> int:
+    """A non-negative whole number (people, households); absent means 0."""
+    value = obj.get(field, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise InputRejected("bad-field", f"field {field!r} must be a whole number 0..{high}",
+                            field=field)
+    return value
+
+
+def clean_text(obj: dict[str, Any], field: str, *, max_len: int = 500) -> str:
+    """Untrusted free text (e.g. from the public): control characters removed, length capped.
+
+    It is stored as text and escaped wherever it is shown; it never becomes markup or code.
+    """
+    value = obj.get(field, "")
+    if not isinstance(value, str):
+        raise InputRejected("bad-field", f"field {field!r} must be a string", field=field)
+    cleaned = "".join(ch for ch in value if ch.isprintable() or ch == " ")
+    return cleaned[:max_len].strip()
 
 
 def optional_bool(obj: dict[str, Any], field: str) -> bool:

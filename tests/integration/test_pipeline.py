@@ -98,7 +98,7 @@ def test_same_reading_again_sends_no_second_sms(
     # the identical record again, and a newer one at the same level
     produce(broker.bootstrap, worker.topic("in.water"),
             [water("ZH-RIV-001", 2.45, 0), water("ZH-RIV-001", 2.50, 5)], key=b"ZH-RIV-001")
-    wait_for(lambda: metric(worker, "onemap_rule_decisions_total", decision="stale") >= 1,
+    wait_for(lambda: metric(worker, "onemap_rule_decisions_total", decision="duplicate") >= 1,
              what="the duplicate to be recognised")
     wait_for(lambda: metric(worker, "onemap_rule_decisions_total", decision="unchanged") >= 1,
              what="the newer reading to be evaluated")
@@ -126,3 +126,31 @@ def test_malformed_record_goes_to_dead_letter_and_worker_keeps_running(
             [water("ZH-WLG-002", 0.31, 0)], key=b"ZH-WLG-002")
     wait_for(lambda: redis_client.hget("onemap:alert:water_level:ZH-WLG-002", "alert"),
              what="alert after the bad record")
+
+
+def test_rainstorm_from_weather_feed_and_too_late_reading_in_dead_letter(
+    worker: RunningWorker, broker: Broker, redis_client: redis.Redis,
+) -> None:
+    def rain(hour: int, minute: int, mm: float) -> bytes:
+        return json.dumps({"station_id": "ZH-AWS-010", "rain_mm": mm,
+                           "observed_at": f"2017-08-23T{hour:02d}:{minute:02d}:00+08:00"}).encode()
+
+    produce(broker.bootstrap, worker.topic("in.weather"),
+            [rain(10, 0, 45.0), rain(11, 0, 30.0), rain(12, 0, 30.0)], key=b"ZH-AWS-010")
+    stored = wait_for(lambda: redis_client.hget("onemap:alert:rainstorm:ZH-AWS-010", "alert"),
+                      what="rainstorm alert")
+    wait_for(lambda: json.loads(redis_client.hget("onemap:alert:rainstorm:ZH-AWS-010",
+                                                  "alert"))["level"] == "red",
+             what="red rainstorm (105 mm in 3 h)")
+    assert json.loads(stored)["hazard"]["rule_version"].startswith("rainstorm@v1+")
+
+    produce(broker.bootstrap, worker.topic("in.weather"), [rain(11, 30, 5.0)],
+            key=b"ZH-AWS-010")  # 30 minutes older than the newest reading: beyond lateness
+    letters = read_until(broker.bootstrap, worker.topic("deadletter"),
+                         lambda rs: any(b"too-late" in v for _, v in rs))
+    [letter] = [json.loads(v) for _, v in letters if b"too-late" in v]
+    assert letter["stage"] == "rules" and letter["feed"] == "weather"
+    # the record as the rules stage consumed it: the located observation, with its values
+    rejected = json.loads(base64.b64decode(letter["original_b64"]))
+    assert rejected["values"] == {"rain_mm": 5.0}
+    assert rejected["observed_at"] == "2017-08-23T11:30:00+08:00"
