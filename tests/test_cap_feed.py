@@ -367,5 +367,5 @@ def test_arbitrary_element_text_only_ever_raises_input_rejected(raw: bytes) -> N
 
 
 def test_reference_data_is_all_there() -> None:
-    # four Appendix A examples and four real alerts: an empty glob must not pass silently
-    assert len(SHARED_FILES) == 8
+    # four Appendix A examples and three real alerts: an empty glob must not pass silently
+    assert len(SHARED_FILES) == 7
