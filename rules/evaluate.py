@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from onemap.levels import WarningLevel
-from onemap.records import Hazard, Observation
+from onemap.records import Hazard, KeyFigure, Observation
 from onemap.registries import Registries
 from onemap.rules.candidate import Candidate
 from onemap.rules.geohazard import geohazard_level
@@ -66,6 +66,7 @@ SERIES: dict[str, dict[str, str]] = {
     "weather": {"rain_mm": "rain"},
     "geohazard": {"displacement_mm": "displacement", "rain_mm": "rain"},
     "incident": {},
+    "cap": {},
 }
 
 
@@ -139,11 +140,25 @@ def _incident(st: dict[str, Any], source: Any, book: RuleBook,
     return [incident_level(latest["values"], latest["attrs"], book.incident)]
 
 
-EVALUATORS: dict[str, Evaluator] = {
-    "water": _water, "weather": _weather, "geohazard": _geohazard, "incident": _incident}
+def _cap(st: dict[str, Any], source: Any, book: RuleBook,
+         current: dict[str, WarningLevel]) -> list[Candidate]:
+    """A warning from another authority: its level is the message's (a Cancel ends it)."""
+    latest = st["latest"]
+    attrs = latest["attrs"]
+    level = WarningLevel(int(latest["values"].get("level", 0)))
+    figure = KeyFigure("预警", float(level), "级", attrs.get("severity", ""), None)
+    verb = "解除" if attrs.get("msg_type") == "Cancel" else "发布"
+    reason = f"{attrs.get('sender_name', '')}{verb}：{attrs.get('headline', '')}"
+    return [Candidate("cap_warning", level, figure, reason, "cap")]
 
-#: Incident levels follow the reports both ways at once; sensor levels are held on the way down.
-IMMEDIATE = {"incident"}
+
+EVALUATORS: dict[str, Evaluator] = {
+    "water": _water, "weather": _weather, "geohazard": _geohazard, "incident": _incident,
+    "cap": _cap}
+
+#: Incident reports and official warnings take effect both ways at once; sensor levels are
+#: held on the way down.
+IMMEDIATE = {"incident", "cap"}
 
 
 class RulesStage:
@@ -166,6 +181,8 @@ class RulesStage:
         if obs.feed == "incident":
             category = CATEGORY_CHINESE.get(obs.attrs.get("category", ""), "突发事件")
             return None, f"{category}（{obs.attrs.get('channel', '')}警情）"
+        if obs.feed == "cap":
+            return None, obs.attrs.get("event", "预警信息")
         return None
 
     def process(

@@ -52,7 +52,9 @@ class RuleBook:
 
     def rule_version(self, rule_id: str) -> str:
         """``<rule>@v<its version>+<hash of the whole rule set>``: stamped on every hazard."""
-        model: RuleModel = getattr(self, rule_id)
+        model: RuleModel | None = getattr(self, rule_id, None)
+        if model is None:  # a rule whose mapping is fixed in code (e.g. CAP severity)
+            return f"{rule_id}@builtin+{self.version}"
         return f"{rule_id}@v{model.version}+{self.version}"
 
     @property

@@ -55,9 +55,11 @@ class IngestStage:
             "water": r.water, "weather": r.weather, "geohazard": r.hazard_points}
         registry = registries.get(reading.feed)
         if registry is None:
-            # incidents have no registry: the report itself says where it is
-            assert reading.lon is not None and reading.lat is not None
-            return _Source(reading.attrs.get("category", "other"), reading.lon, reading.lat)
+            # incidents and CAP warnings have no registry: the record says where it is
+            if reading.lon is None or reading.lat is None:
+                raise InputRejected("missing-field", "no position in the record", field="lon")
+            kind = reading.attrs.get("category") or reading.attrs.get("event") or reading.feed
+            return _Source(kind, reading.lon, reading.lat)
         entry = registry.get(reading.source_id)
         if entry is None:
             field = "point_id" if reading.feed == "geohazard" else "station_id"

@@ -1,6 +1,7 @@
 """`onemap replay`: produce recorded feed files into Kafka, paced by event time.
 
-A replay file is JSON Lines, one record per line, in one of two forms:
+A replay file is a CAP message (``*.xml``, sent whole to ``onemap.in.cap``) or JSON Lines,
+one record per line, in one of two forms:
 
 - an envelope ``{"feed": "water", "record": {...}}`` (files that mix feeds; ``record`` may
   also be a string, e.g. CAP XML, sent as is);
@@ -46,6 +47,9 @@ def feed_from_name(path: Path) -> str | None:
 
 
 def read_items(path: Path, feed: str | None = None) -> Iterator[ReplayItem]:
+    if path.suffix.lower() == ".xml":  # one CAP message per file, sent as is
+        yield ReplayItem("cap", path.read_bytes(), None, None)
+        return
     default_feed = feed or feed_from_name(path)
     with path.open("rb") as handle:
         for number, raw_line in enumerate(handle, start=1):

@@ -88,3 +88,40 @@ def test_bad_records_are_dead_letters_with_reasons_and_the_rest_flows() -> None:
     p.push("water", {"station_id": "ZH-RIV-001", "observed_at": "2017-08-23T11:00:00+08:00",
                      "level_m": 1.0})
     assert p.dead[-1] == "too-late"
+
+
+def test_cap_warning_lifecycle_alert_update_cancel() -> None:
+    from onemap.streams.feeds.cap import EXAMPLE
+
+    p = Pipeline()
+    [new] = p.push("cap", EXAMPLE)
+    assert (new.transition, new.level.label) == ("new", "red")  # 红色 in the event wins
+    assert new.hazard.hazard_type == "cap_warning"
+    assert new.hazard.place.district_name == "香洲区"
+    assert "台风红色预警信号" in new.hazard.reason
+    ref = "zhuhai@weather.gd.cn,44000041600000_20170823100000,2017-08-23T10:00:00+08:00"
+    update = (EXAMPLE.replace(b"<msgType>Alert</msgType>", b"<msgType>Update</msgType>")
+              .replace(b"<scope>Public</scope>", b"<scope>Public</scope><references>"
+                       + ref.encode() + b"</references>")
+              .replace(b"_20170823100000</identifier>", b"_20170823120000</identifier>")
+              .replace(b"10:00:00+08:00</sent>", b"12:00:00+08:00</sent>")
+              .replace("台风红色".encode(), "台风橙色".encode()))
+    [down] = p.push("cap", update)
+    assert (down.transition, down.level.label) == ("de-escalated", "orange")
+    assert down.hazard_id == new.hazard_id, "an Update continues the same warning"
+    cancel = (update.replace(b"<msgType>Update</msgType>", b"<msgType>Cancel</msgType>")
+              .replace(b"12:00:00+08:00</sent>", b"13:00:00+08:00</sent>")
+              .replace(b"_20170823120000</identifier>", b"_20170823130000</identifier>"))
+    [end] = p.push("cap", cancel)
+    assert end.transition == "resolved"
+
+
+def test_cap_drill_is_marked_exercise_and_system_messages_are_not_acted_on() -> None:
+    from onemap.streams.feeds.cap import EXAMPLE
+
+    p = Pipeline()
+    [drill] = p.push("cap", EXAMPLE.replace(b"<status>Actual</status>",
+                                            b"<status>Exercise</status>"))
+    assert drill.hazard.exercise and drill.status == "exercise"
+    p.push("cap", EXAMPLE.replace(b"<status>Actual</status>", b"<status>System</status>"))
+    assert p.dead == ["not-actionable"]
