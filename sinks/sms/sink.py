@@ -26,7 +26,13 @@ SENT_TTL_S = 30 * 24 * 3600
 
 
 def messages_for(alert: Alert, roster: DutyRoster) -> list[SmsMessage]:
-    """Pure: the messages one alert transition produces."""
+    """Pure: the messages one alert transition produces.
+
+    An "updated" transition (news at the same level) goes to the wall display, not to
+    phones: officers get one SMS per situation and level, not a storm of them.
+    """
+    if alert.transition == "updated":
+        return []
     text = render(alert)
     return [
         SmsMessage(key=f"{alert.alert_id}/{officer.id}", alert_id=alert.alert_id,
@@ -50,6 +56,7 @@ class SmsSink:
 
     async def check(self) -> None:
         await self.client.ping()
+        await self.provider.check()
 
     async def send(self, batch: Sequence[Alert]) -> list[Outcome]:
         """One outcome per alert: the worst of its messages' outcomes."""
@@ -69,7 +76,7 @@ class SmsSink:
         if not claimed:
             return Outcome.DUPLICATE
         try:
-            outcome = self.provider.submit([message], self.now())[0]
+            outcome = (await self.provider.submit([message], self.now()))[0]
         except OSError:
             outcome = Outcome.RETRY
         try:
@@ -82,7 +89,7 @@ class SmsSink:
         return outcome
 
     async def close(self) -> None:
-        self.provider.close()
+        await self.provider.close()
 
 
 _ORDER = [Outcome.DELIVERED, Outcome.DUPLICATE, Outcome.FAILED, Outcome.RETRY]

@@ -24,10 +24,14 @@ ACTIONS: dict[str, dict[str, str]] = {
                   "orange": "请组织受威胁群众撤离", "red": "请立即撤离受威胁群众"},
     "incident": {"blue": "请核实处置", "yellow": "请立即赶赴现场",
                  "orange": "请启动应急响应", "red": "请立即启动应急响应"},
+    "sensor_silent": {"yellow": "请立即派员核查设备", "orange": "请立即派员核查并人工监测"},
+    "cap_warning": {"blue": "请做好防御准备", "yellow": "请落实防御措施",
+                    "orange": "请启动相应应急响应", "red": "请启动最高级别应急响应"},
 }
 DEFAULT_ACTION = "请立即核实处置"
 HAZARD_NAMES = {"water_level": "", "rainstorm": "暴雨", "wind": "台风大风",
-                "geohazard": "地质灾害", "incident": "突发事件"}
+                "geohazard": "地质灾害", "incident": "突发事件", "sensor_silent": "监测中断",
+                "cap_warning": ""}
 
 
 def _figure(alert: Alert) -> str:
