@@ -9,6 +9,9 @@ Key layout (all under ``onemap:``; documented in docs/redis-keys.md):
 - ``onemap:ticker:<status>``     list of the latest transitions, newest first, capped.
 - ``onemap:updated_at``          ISO time of the last state change.
 - channel ``onemap:events``      every applied transition is published for live push.
+- ``onemap:feeds``               (planned; not written by the worker yet) hash: feed name →
+  JSON health of that feed (``last_record_at``, ``last_observed_at``, ``records_total``,
+  ``silent_after_s``). The dashboard shows it when present.
 
 A transition is applied only if its ``seq`` is newer than the stored one, so replays and
 retries are harmless and out-of-order delivery cannot roll the state back.
@@ -62,6 +65,7 @@ def ticker_key(status: str) -> str:
 
 
 UPDATED_AT_KEY = f"{PREFIX}updated_at"
+FEEDS_KEY = f"{PREFIX}feeds"
 
 
 class RedisStateSink:
@@ -112,6 +116,45 @@ async def read_open_alerts(client: aioredis.Redis, status: str, limit: int = 200
             pipe.hget(alert_key(_text(hazard_id)), "alert")
         rows = await pipe.execute()
     return [row for row in rows if row is not None]
+
+
+async def read_all_open_alerts(client: aioredis.Redis, status: str,
+                               chunk: int = 2000) -> list[bytes]:
+    """Every open alert of ``status``, most urgent first, read in pipelined chunks."""
+    ids = await client.zrevrange(open_key(status), 0, -1)
+    rows: list[bytes] = []
+    for start in range(0, len(ids), chunk):
+        async with client.pipeline(transaction=False) as pipe:
+            for hazard_id in ids[start:start + chunk]:
+                pipe.hget(alert_key(_text(hazard_id)), "alert")
+            rows.extend(row for row in await pipe.execute() if row is not None)
+    return rows
+
+
+async def read_alert(client: aioredis.Redis, hazard_id: str) -> bytes | None:
+    """The latest transition of one hazard (open, or resolved within the last day)."""
+    row = await client.hget(alert_key(hazard_id), "alert")
+    return None if row is None else _bytes(row)
+
+
+async def read_ticker(client: aioredis.Redis, status: str, count: int = 30) -> list[bytes]:
+    """The latest ``count`` transitions of ``status``, newest first."""
+    return [_bytes(r) for r in await client.lrange(ticker_key(status), 0, count - 1)]
+
+
+async def read_updated_at(client: aioredis.Redis) -> str | None:
+    value = await client.get(UPDATED_AT_KEY)
+    return None if value is None else _text(value)
+
+
+async def read_feed_health(client: aioredis.Redis) -> dict[str, bytes]:
+    """Feed name → health JSON from ``onemap:feeds`` (empty until the worker writes it)."""
+    raw = await client.hgetall(FEEDS_KEY)
+    return {_text(k): _bytes(v) for k, v in raw.items()}
+
+
+def _bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _text(value: object) -> str:
