@@ -16,9 +16,13 @@ from typing import Any, get_type_hints
 from onemap.errors import ConfigError
 
 
-def setting(default: Any, env: str, doc: str) -> Any:
-    """Declare one setting: default value, environment variable and a one-line doc."""
-    return dataclasses.field(default=default, metadata={"env": env, "doc": doc})
+def setting(default: Any, env: str, doc: str, *, secret: bool = False) -> Any:
+    """Declare one setting: default value, environment variable and a one-line doc.
+
+    A secret never appears in ``repr`` (so not in logs or tracebacks).
+    """
+    return dataclasses.field(default=default, repr=not secret,
+                             metadata={"env": env, "doc": doc, "secret": secret})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +36,15 @@ class Settings:
         "redis://127.0.0.1:16379/0", "ONEMAP_REDIS", "Redis URL for dashboard state and dedup.")
     dashboard_host: str = setting("127.0.0.1", "ONEMAP_DASHBOARD_HOST", "Dashboard bind address.")
     dashboard_port: int = setting(8000, "ONEMAP_DASHBOARD_PORT", "Dashboard HTTP port.")
+    dashboard_token: str | None = setting(
+        None, "ONEMAP_DASHBOARD_TOKEN",
+        "Viewer token for the wall display (required unless it listens on loopback).",
+        secret=True)
+    dashboard_tile_url: str | None = setting(
+        None, "ONEMAP_DASHBOARD_TILE_URL",
+        "Optional base-map tile URL template (http(s)://.../{z}/{x}/{y}.png); none by default.")
+    dashboard_tile_attribution: str = setting(
+        "", "ONEMAP_DASHBOARD_TILE_ATTRIBUTION", "Attribution shown for the tile base map.")
     metrics_host: str = setting("127.0.0.1", "ONEMAP_METRICS_HOST", "Worker metrics bind address.")
     metrics_port: int = setting(9108, "ONEMAP_METRICS_PORT", "Worker Prometheus /metrics port.")
     app_id: str = setting("onemap", "ONEMAP_APP_ID", "Faust application id = consumer group.")
@@ -60,6 +73,9 @@ class Settings:
         None, "ONEMAP_SMS_OUTBOX",
         "SMS provider URL: file://PATH (JSONL outbox) or console://; "
         "default file://DATA_DIR/sms-outbox.jsonl.")
+    sms_secret: str | None = setting(
+        None, "ONEMAP_SMS_SECRET",
+        "Password (SMPP) or token (HTTP) of the SMS gateway, kept out of the URL.", secret=True)
     rules_reload_interval_s: float = setting(
         2.0, "ONEMAP_RULES_RELOAD_INTERVAL", "How often rule files are checked for edits.")
     log_level: str = setting("WARNING", "ONEMAP_LOG_LEVEL", "Log level (quiet by default).")
@@ -128,7 +144,8 @@ class Settings:
 def describe() -> list[tuple[str, str, str]]:
     """(environment variable, default, doc) for every setting: the README's table."""
     return [
-        (f.metadata["env"], str(f.default), f.metadata["doc"])
+        (f.metadata["env"], "(secret)" if f.metadata["secret"] else str(f.default),
+         f.metadata["doc"])
         for f in dataclasses.fields(Settings)
     ]
 

@@ -43,17 +43,25 @@ class UpOptions:
     speed: float = 60.0
 
 
-def scenario_files(name: str) -> list[Path]:
-    """The replay files of a shipped scenario, or a path given directly."""
+#: Scenarios made by a generator when asked for (deterministic; written under the data dir).
+GENERATED = ("typhoon",)
+
+
+def scenario_files(name: str, data_dir: Path = Path("var")) -> list[Path]:
+    """The replay files of a shipped or generated scenario, or a path given directly."""
     direct = Path(name)
     if direct.is_file():
         return [direct]
+    if name == "typhoon":
+        from onemap.streams import typhoon
+
+        return [typhoon.write(data_dir / "scenarios" / "typhoon.jsonl")]
     root = Path(str(importlib.resources.files("onemap.fixtures").joinpath("scenarios")))
     candidates = [root / f"{name}.jsonl", *sorted((root / name).glob("*.jsonl"))] \
         if (root / name).is_dir() else [root / f"{name}.jsonl"]
     found = [p for p in candidates if p.is_file()]
     if not found:
-        known = sorted(p.stem for p in root.glob("*.jsonl"))
+        known = sorted([*(p.stem for p in root.glob("*.jsonl")), *GENERATED])
         raise OneMapError(f"unknown scenario {name!r}; shipped scenarios: {', '.join(known)}")
     return found
 
@@ -113,7 +121,7 @@ class Supervisor:
         env = {**_clean_env(), **settings.as_env()}
         self._start("worker", onemap_command("worker"), env, log_dir)
         self._start("dashboard", onemap_command("dashboard"), env, log_dir)
-        files = scenario_files(opts.scenario) if opts.scenario else []
+        files = scenario_files(opts.scenario, settings.data_dir) if opts.scenario else []
         if files:
             self._start("replay", onemap_command("replay", *map(str, files), "--speed",
                                                  str(opts.speed), "--rebase-now"), env, log_dir)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from onemap.levels import WarningLevel
-from onemap.records import Hazard, KeyFigure, Observation
+from onemap.records import Hazard, KeyFigure, Observation, Place
 from onemap.registries import Registries
 from onemap.rules.candidate import Candidate
 from onemap.rules.geohazard import geohazard_level
@@ -28,7 +28,7 @@ from onemap.rules.incident import CATEGORY_CHINESE, incident_level
 from onemap.rules.rulebook import RuleBook
 from onemap.rules.water_level import water_candidate
 from onemap.rules.weather import rainstorm_level, wind_level
-from onemap.rules.windows import Arrival, Series, classify, insert
+from onemap.rules.windows import Arrival, Series, classify, insert, window_max
 
 
 class Decision(enum.Enum):
@@ -63,7 +63,7 @@ class RulesResult:
 #: over windows, e.g. rain) or levels (sampled, e.g. water level, cumulative displacement).
 SERIES: dict[str, dict[str, str]] = {
     "water": {"level_m": "level"},
-    "weather": {"rain_mm": "rain"},
+    "weather": {"rain_mm": "rain", "wind_speed_ms": "wind_mean", "wind_gust_ms": "wind_gust"},
     "geohazard": {"displacement_mm": "displacement", "rain_mm": "rain"},
     "incident": {},
     "cap": {},
@@ -121,9 +121,10 @@ def _weather(st: dict[str, Any], source: Any, book: RuleBook,
     out: list[Candidate] = []
     if "rain" in st["series"]:
         out.append(rainstorm_level(_series(st, "rain"), st["newest"], book.rainstorm))
-    latest = st["latest"]["values"]
-    if "wind_speed_ms" in latest or "wind_gust_ms" in latest:
-        out.append(wind_level(latest.get("wind_speed_ms"), latest.get("wind_gust_ms"),
+    if "wind_mean" in st["series"] or "wind_gust" in st["series"]:
+        window = book.wind.window_min * 60
+        out.append(wind_level(window_max(_series(st, "wind_mean"), st["newest"], window),
+                              window_max(_series(st, "wind_gust"), st["newest"], window),
                               book.wind))
     return out
 
@@ -147,8 +148,7 @@ def _cap(st: dict[str, Any], source: Any, book: RuleBook,
     attrs = latest["attrs"]
     level = WarningLevel(int(latest["values"].get("level", 0)))
     figure = KeyFigure("预警", float(level), "级", attrs.get("severity", ""), None)
-    verb = "解除" if attrs.get("msg_type") == "Cancel" else "发布"
-    reason = f"{attrs.get('sender_name', '')}{verb}：{attrs.get('headline', '')}"
+    reason = attrs.get("headline") or attrs.get("event", "")
     return [Candidate("cap_warning", level, figure, reason, "cap")]
 
 
@@ -166,6 +166,82 @@ class RulesStage:
 
     def __init__(self, registries: Registries) -> None:
         self.registries = registries
+        #: sources this worker has reported silent (in memory: after a restart a silence is
+        #: reported again, and the lifecycle's dedup keeps that from alerting twice)
+        self.silenced: set[str] = set()
+
+    def _entry(self, feed: str, source_id: str) -> Any:
+        """The registry entry of a registered source (None for incidents, CAP, unknowns)."""
+        registries: dict[str, Mapping[str, Any]] = {
+            "water": self.registries.water, "weather": self.registries.weather,
+            "geohazard": self.registries.hazard_points}
+        return registries.get(feed, {}).get(source_id)
+
+    def expected_interval_s(self, feed: str, source_id: str) -> float | None:
+        """How often a registered source should report (None: no expectation, e.g. incidents)."""
+        entry = self._entry(feed, source_id)
+        return float(entry.expected_interval_s) if entry is not None else None
+
+    def _silent(self, feed: str, source_id: str, gap_s: float, rules: RuleBook) -> bool:
+        interval = self.expected_interval_s(feed, source_id)
+        return interval is not None and gap_s > rules.pipeline.silence_factor * interval
+
+    def _silence_hazard(self, key: str, st: dict[str, Any], *, level: WarningLevel,
+                        previous: WarningLevel, rules: RuleBook, reason: str) -> Hazard:
+        feed, source_id = key.split(":", 1)
+        latest = st["latest"]
+        source = self._source_name(feed, source_id)
+        return Hazard(
+            hazard_id=f"sensor_silent:{source_id}", hazard_type="sensor_silent", feed=feed,
+            source_id=source_id, source_name=source, level=level, previous_level=previous,
+            place=Place.from_dict(latest["place"]), lon=latest["lon"], lat=latest["lat"],
+            observed_at=datetime.fromisoformat(latest["observed_at"]),
+            key_figure=KeyFigure("最后报送", 0.0, "", "", None), reason=reason,
+            rule_id="pipeline", rule_version=rules.rule_version("pipeline"),
+            exercise=bool(latest.get("exercise", False)))
+
+    def _source_name(self, feed: str, source_id: str) -> str:
+        entry = self._entry(feed, source_id)
+        return str(entry.name) if entry is not None else source_id
+
+    def silent_sources(self, entries: Iterable[tuple[str, Any]], rules: RuleBook,
+                       ) -> list[Hazard]:
+        """"Sensor silent" hazards for sources that stopped reporting.
+
+        Judged in stream time: against the newest event time any source of the same feed in
+        the same partition reported (the watermark), so a replayed storm behaves as a live
+        one. A source is silent after ``silence_factor`` of its expected intervals; silence
+        while the source was at orange or red is itself orange (losing a sensor in a storm is
+        an emergency).
+        A whole feed going quiet stops the watermark: that shows in the feed metrics instead.
+        """
+        items = [(k, v) for k, v in entries if v and v.get("newest") is not None]
+        # stream time per partition: partitions are consumed at their own pace, so a source
+        # is only compared with the sources that share its partition (``partition`` is
+        # recorded by the worker's table shell; a plain dict in tests has one partition)
+        # ... and per feed: each feed's ingest runs at its own pace too
+        watermarks: dict[tuple[int, str], float] = {}
+        for k, v in items:
+            group = (int(v.get("partition", 0)), k.split(":", 1)[0])
+            watermarks[group] = max(watermarks.get(group, v["newest"]), v["newest"])
+        out: list[Hazard] = []
+        for key, st in items:
+            watermark = watermarks[(int(st.get("partition", 0)), key.split(":", 1)[0])]
+            feed, source_id = key.split(":", 1)
+            if key in self.silenced or not self._silent(feed, source_id,
+                                                        watermark - st["newest"], rules):
+                continue
+            self.silenced.add(key)
+            worst = max((WarningLevel(v) for v in st["levels"].values()),
+                        default=WarningLevel.NONE)
+            level = WarningLevel.ORANGE if worst >= WarningLevel.ORANGE else WarningLevel.YELLOW
+            minutes = (watermark - st["newest"]) / 60
+            name = self._source_name(feed, source_id)
+            reason = f"{name}已{minutes:.0f}分钟未报送数据" + (
+                f"（中断前为{worst.chinese}预警）" if worst else "")
+            out.append(self._silence_hazard(key, st, level=level, previous=WarningLevel.NONE,
+                                            rules=rules, reason=reason))
+        return out
 
     def _source(self, obs: Observation) -> tuple[Any, str] | None:
         """The registry entry and display name of the observation's source."""
@@ -204,11 +280,15 @@ class RulesStage:
         entry, source_name = source
         key = state_key(obs)
         st = copy.deepcopy(state.get(key)) or {
-            "newest": None, "seen": [], "series": {}, "latest": None, "levels": {},
+            "newest": None, "seen": {}, "series": {}, "latest": None, "levels": {},
             "below_since": {}, "accum": None}
         t = obs.observed_at.timestamp()
         lateness = rules.pipeline.lateness_s
-        arrival = classify(st["seen"], t, st["newest"], lateness)
+        # Duplicates and lateness are judged per sensor stream: a hazard point's GNSS and rain
+        # gauge may report at the same instant without either being a duplicate.
+        stream = obs.attrs.get("sensor", "")
+        seen: Series = st["seen"].get(stream, [])
+        arrival = classify(seen, t, seen[-1][0] if seen else None, lateness)
         if arrival == Arrival.DUPLICATE:
             return Decision.DUPLICATE
         if arrival == Arrival.TOO_LATE:
@@ -217,23 +297,33 @@ class RulesStage:
                 f"{lateness:.0f} s older than this source's newest reading"))
             return Decision.TOO_LATE
         values = dict(obs.values)
-        if "rain_accum_mm" in values:
-            if arrival == Arrival.LATE:
-                result.rejected.append(Rejected(
-                    obs, "too-late", "a late accumulated-rainfall reading cannot be turned "
-                    "into an increment; send increments (rain_mm) to backfill"))
-                return Decision.TOO_LATE
-            values["rain_mm"] = _increment_from_accumulation(st, values.pop("rain_accum_mm"),
-                                                             obs.attrs.get("accum_since", ""), t)
+        if "rain_accum_mm" in values and arrival == Arrival.LATE:
+            result.rejected.append(Rejected(
+                obs, "too-late", "a late accumulated-rainfall reading cannot be turned "
+                "into an increment; send increments (rain_mm) to backfill"))
+            return Decision.TOO_LATE
+        _accumulation_to_increment(st, values, obs.attrs.get("accum_since", ""), t)
         for name, series_name in SERIES[obs.feed].items():
             if name in values:
                 st["series"][series_name] = insert(_series(st, series_name), t, values[name],
                                                    rules.history_s)
-        st["seen"] = insert(st["seen"], t, 0.0, lateness)
+        st["seen"][stream] = insert(seen, t, 0.0, lateness)
+        if st["newest"] is not None and t < st["newest"]:
+            arrival = Arrival.LATE  # in order for its sensor, but older than the source
         if arrival == Arrival.IN_ORDER:
+            previous_newest = st["newest"]
             st["newest"] = t
             st["latest"] = {"values": obs.values, "attrs": obs.attrs,
-                            "observed_at": obs.observed_at.isoformat()}
+                            "observed_at": obs.observed_at.isoformat(),
+                            "place": obs.place.to_dict(), "lon": obs.lon, "lat": obs.lat,
+                            "exercise": obs.exercise}
+            if previous_newest is not None and self._silent(obs.feed, obs.source_id,
+                                                            t - previous_newest, rules):
+                # the source is back: end its "silent" hazard (a no-op if none was open)
+                self.silenced.discard(key)
+                result.hazards.append(self._silence_hazard(
+                    key, st, level=WarningLevel.NONE, previous=WarningLevel.YELLOW, rules=rules,
+                    reason=f"{source_name}恢复报送"))
         as_of = datetime.fromisoformat(st["latest"]["observed_at"])
         current = {k: WarningLevel(v) for k, v in st["levels"].items()}
         changed = False
@@ -243,7 +333,12 @@ class RulesStage:
             level, below = settle(cand.level, now_level,
                                   st["below_since"].get(cand.hazard_type), st["newest"], hold)
             st["below_since"][cand.hazard_type] = below
-            if level == now_level:
+            flag = str(cand.trend.get("accelerating", ""))
+            flags = st.setdefault("flags", {})
+            newly_accelerating = flag == "yes" and flags.get(cand.hazard_type) != "yes" \
+                and level > WarningLevel.NONE
+            flags[cand.hazard_type] = flag
+            if level == now_level and not newly_accelerating:
                 continue
             st["levels"][cand.hazard_type] = int(level)
             changed = True
@@ -261,11 +356,16 @@ class RulesStage:
         return Decision.LATE_APPLIED if arrival == Arrival.LATE else Decision.UNCHANGED
 
 
-def _increment_from_accumulation(st: dict[str, Any], accum: float, since: str,
-                                 t: float) -> float:
-    """Rain since the previous report, from an accumulation that resets at ``since``."""
+def _accumulation_to_increment(st: dict[str, Any], values: dict[str, float], since: str,
+                               t: float) -> None:
+    """Replace ``rain_accum_mm`` (rain since ``since``) by ``rain_mm`` (since the previous
+    report), remembering the accumulation for the next report."""
+    if "rain_accum_mm" not in values:
+        return
+    accum = values.pop("rain_accum_mm")
     previous = st.get("accum")
     st["accum"] = {"since": since, "value": accum, "t": t}
     if previous is None or previous["since"] != since or accum < previous["value"]:
-        return accum  # a new accumulation period (or a reset): all of it is new rain
-    return round(accum - float(previous["value"]), 3)
+        values["rain_mm"] = accum  # a new accumulation period (or a reset): all of it is new
+    else:
+        values["rain_mm"] = round(accum - float(previous["value"]), 3)

@@ -35,6 +35,7 @@ class GeohazardRule(StrictModel):
     version: int = Field(ge=1)
     source: str = Field(min_length=1)
     rate_window_h: float = Field(gt=0, le=72)
+    rate_min_span_h: float = Field(ge=0, le=72)
     rate_mm_d: ColourFigures
     acceleration: Acceleration
     rain_24h_mm: ColourFigures
@@ -65,7 +66,9 @@ def geohazard_level(displacement: Series, rain: Series, newest: float, point: Ha
     'orange'
     """
     rates = point_rates(point, rule)
-    rate_h = rate_per_hour(displacement, newest, rule.rate_window_h * 3600)
+    span_h = (newest - displacement[0][0]) / 3600 if displacement else 0.0
+    rate_h = rate_per_hour(displacement, newest, rule.rate_window_h * 3600) \
+        if span_h >= rule.rate_min_span_h else None
     short_h = rate_per_hour(displacement, newest, rule.acceleration.window_h * 3600)
     rate_d = (rate_h or 0.0) * 24
     accelerating = (rate_h is not None and short_h is not None and rate_h > 0

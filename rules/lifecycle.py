@@ -19,13 +19,17 @@ from onemap.rules.scoring import ScoringModel, urgency
 
 class Transition(enum.Enum):
     NEW = "new"
+    UPDATED = "updated"  # same level, news worth showing (e.g. a slope starts to accelerate)
     ESCALATED = "escalated"
     DE_ESCALATED = "de-escalated"
     RESOLVED = "resolved"
 
 
-def transition_for(open_level: WarningLevel | None, level: WarningLevel) -> Transition | None:
+def transition_for(open_level: WarningLevel | None, level: WarningLevel,
+                   update: bool = False) -> Transition | None:
     """The lifecycle step a hazard's new level makes; None when nothing changes.
+
+    ``update`` marks a hazard record that reports news at an unchanged level.
 
     >>> transition_for(None, WarningLevel.YELLOW).value
     'new'
@@ -44,7 +48,7 @@ def transition_for(open_level: WarningLevel | None, level: WarningLevel) -> Tran
         return Transition.ESCALATED
     if level < open_level:
         return Transition.DE_ESCALATED
-    return None
+    return Transition.UPDATED if update else None
 
 
 class LifecycleStage:
@@ -61,14 +65,18 @@ class LifecycleStage:
         for hazard in hazards:
             previous = state.get(hazard.hazard_id) or {}
             open_level = WarningLevel(previous["level"]) if previous.get("open") else None
-            step = transition_for(open_level, hazard.level)
+            seen = previous.get("observed_at")
+            fresh = seen is None or hazard.observed_at > datetime.fromisoformat(seen)
+            step = transition_for(open_level, hazard.level,
+                                  update=hazard.level == hazard.previous_level and fresh)
             if step is None:
                 continue
             seq = int(previous.get("seq", 0)) + 1
             score, breakdown = urgency(
                 hazard.level, self.population_of(hazard.place.village_code), scoring)
             state[hazard.hazard_id] = {
-                "seq": seq, "level": int(hazard.level), "open": step != Transition.RESOLVED}
+                "seq": seq, "level": int(hazard.level), "open": step != Transition.RESOLVED,
+                "observed_at": hazard.observed_at.isoformat()}
             alerts.append(Alert(
                 alert_id=f"{hazard.hazard_id}#{seq}", hazard_id=hazard.hazard_id, seq=seq,
                 transition=step.value, level=hazard.level,

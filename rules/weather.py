@@ -44,6 +44,7 @@ class WindRule(StrictModel):
     rule: Literal["wind"]
     version: int = Field(ge=1)
     source: str = Field(min_length=1)
+    window_min: float = Field(ge=0, le=24 * 60)
     levels: dict[str, WindBound]
 
     @model_validator(mode="after")

@@ -67,6 +67,20 @@ def window_sum(series: Series, end: float, seconds: float) -> float:
     return float(sum(v for _, v in series[lo:hi]))
 
 
+def window_max(series: Series, end: float, seconds: float) -> float | None:
+    """Largest value with ``end - seconds <= t <= end`` (None if there is none).
+
+    >>> window_max([[0.0, 5.0], [600.0, 9.0], [1200.0, 4.0]], 1200.0, 600.0)
+    9.0
+    >>> window_max([[0.0, 5.0]], 1200.0, 600.0) is None
+    True
+    """
+    lo = bisect.bisect_left(series, [end - seconds, float("-inf")])
+    hi = bisect.bisect_right(series, [end, float("inf")])
+    values = [v for _, v in series[lo:hi]]
+    return max(values) if values else None
+
+
 def rate_per_hour(series: Series, end: float, seconds: float) -> float | None:
     """Least-squares slope of the values over ``(end - seconds, end]``, per hour.
 

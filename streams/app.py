@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 INPUT_TOPICS = {name: f"in.{name}" for name in ("weather", "water", "geohazard", "incident", "cap")}
 PIPELINE_TOPICS = ("observations", "hazards", "alerts", "deadletter")
 SINK_RETRY_MAX_S = 30.0
+SILENCE_CHECK_S = 5.0
 
 T = TypeVar("T")
 
@@ -84,7 +85,10 @@ class EventBoundTable(MutableMapping[str, Any]):
         return self.table.get(key, default)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.stream._set_current_event(self.events_by_key[key])
+        event = self.events_by_key[key]
+        if isinstance(value, dict):
+            value["partition"] = event.message.partition  # for per-partition stream time
+        self.stream._set_current_event(event)
         try:
             self.table[key] = value
         finally:
@@ -130,8 +134,11 @@ class Pipeline:
                            self._ingest_agent(feed))
         self.agent(self.observations, "onemap.rules", self.rules_agent)
         self.agent(self.hazards, "onemap.lifecycle", self.lifecycle_agent)
-        self.agent(self.alerts, "onemap.sinks", self.sinks_agent)
+        for sink in self.sinks:  # one agent per sink: a failing SMS gateway never holds up
+            # the wall display (each agent gets every alert; offsets commit when all acked)
+            self.agent(self.alerts, f"onemap.sinks.{sink.name}", self._sink_agent(sink))
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_rules)
+        self.app.timer(interval=SILENCE_CHECK_S)(self.check_silence)
 
     def agent(self, channel: faust.TopicT, name: str,
               fun: Callable[[faust.StreamT[bytes]], Awaitable[None]]) -> None:
@@ -227,11 +234,21 @@ class Pipeline:
             self.m.records_out.labels("lifecycle").inc(len(out))
             self.m.batch_seconds.labels("lifecycle").observe(time.perf_counter() - started)
 
-    async def sinks_agent(self, stream: faust.StreamT[bytes]) -> None:
-        async for events in self.batches(stream):
-            batch = [a for a, _ in await self.decode(events, "sinks", Alert.from_json)]
-            for sink in self.sinks:
+    def _sink_agent(self, sink: AlertSink) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+        async def deliver(stream: faust.StreamT[bytes]) -> None:
+            async for events in self.batches(stream):
+                batch = [a for a, _ in await self.decode(events, f"sinks.{sink.name}",
+                                                         Alert.from_json)]
                 await deliver_until_done(sink, batch, self.ctx)
+        return deliver
+
+    async def check_silence(self) -> None:
+        """Report sources of this worker's partitions that stopped reporting."""
+        hazards = self.ctx.rules.silent_sources(list(self.source_state.items()),
+                                                self.ctx.rulebook.current)
+        for hazard in hazards:
+            self.m.rule_decisions.labels("source-silent").inc()
+            await self.hazards.send(key=hazard.place.area_code.encode(), value=hazard.to_json())
 
     async def reload_rules(self) -> None:
         outcome = self.ctx.rulebook.maybe_reload()

@@ -49,7 +49,7 @@ def build_context(settings: Settings, registry: CollectorRegistry | None = None)
     finder: PlaceFinder = places.find
     return WorkerContext(
         settings=settings,
-        ingest=IngestStage(finder, registries),
+        ingest=IngestStage(finder, registries, find_area=places.find_area),
         rules=RulesStage(registries),
         lifecycle=LifecycleStage(places.population),
         rulebook=holder,

@@ -20,6 +20,8 @@ from onemap.streams.feeds import FEEDS, Feed, Reading
 
 #: Finds the place of each WGS84 point; one Place per point (``OUT_OF_AREA`` when outside).
 PlaceFinder = Callable[[np.ndarray, np.ndarray], list[Place]]
+#: Finds the place of an area (WKT polygon): the smallest unit holding all of it.
+AreaFinder = Callable[[str], Place]
 
 
 @dataclasses.dataclass
@@ -42,9 +44,10 @@ class IngestStage:
 
     def __init__(
         self, find_places: PlaceFinder, registries: Registries,
-        feeds: Mapping[str, Feed] = FEEDS,
+        feeds: Mapping[str, Feed] = FEEDS, find_area: AreaFinder | None = None,
     ) -> None:
         self.find_places = find_places
+        self.find_area = find_area
         self.registries = registries
         self.feeds = feeds
 
@@ -101,7 +104,10 @@ class IngestStage:
             mask = np.array([c == name for c in crs])
             lon[mask], lat[mask] = to_wgs84(lon[mask], lat[mask], name)
         places = self.find_places(lon, lat)
-        for i, ((reading, source), place) in enumerate(zip(accepted, places, strict=True)):
+        for i, ((reading, source), point_place) in enumerate(zip(accepted, places, strict=True)):
+            place = point_place
+            if "area_wkt" in reading.attrs and self.find_area is not None:
+                place = self.find_area(reading.attrs["area_wkt"])
             result.observations.append(Observation(
                 feed=reading.feed, source_id=reading.source_id, source_kind=source.kind,
                 observed_at=reading.observed_at, lon=round(float(lon[i]), 7),

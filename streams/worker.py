@@ -41,7 +41,7 @@ def run_worker(settings: Settings) -> int:
                  "--metrics-port or ONEMAP_METRICS_PORT")
     start_http_server(settings.metrics_port, settings.metrics_host, registry=ctx.registry)
     client = aioredis.Redis.from_url(settings.redis_url)
-    provider = provider_from_url(settings.sms_outbox_url)
+    provider = provider_from_url(settings.sms_outbox_url, secret=settings.sms_secret)
     sinks: list[AlertSink] = [RedisStateSink(client),
              SmsSink(client, provider, roster=lambda: ctx.roster, now=ctx.now)]
     app = Pipeline(ctx, sinks).app

@@ -49,3 +49,11 @@ def test_pyproject_lists_every_package_folder() -> None:
     for top in ("onemap", "streams", "geo", "rules", "sinks", "fixtures"):
         for init in (root / top).rglob("__init__.py"):
             assert init.parent.resolve() in folders, f"{init.parent} is not in pyproject.toml"
+
+
+def test_readme_documents_every_setting() -> None:
+    from onemap.settings import describe
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    missing = [env for env, _, _ in describe() if f"`{env}`" not in readme]
+    assert not missing, f"README.md's configuration table lacks {missing}"

@@ -45,9 +45,22 @@ def test_full_lifecycle_transitions_and_sequence() -> None:
     assert [a.alert_id for a in alerts][:2] == ["water_level:S1#1", "water_level:S1#2"]
 
 
-def test_same_level_twice_does_not_alert_again() -> None:
+def test_same_hazard_record_again_does_not_alert_again() -> None:
+    stage = LifecycleStage(population_of=lambda code: 0)
+    state: dict[str, dict[str, int]] = {}
+    record = hazard(WarningLevel.YELLOW, WarningLevel.NONE)
+    out = [a for _ in range(3) for a in stage.process([record], state, SCORING, T0)]
+    assert [a.transition for a in out] == ["new"]
+
+
+def test_news_at_the_same_level_is_an_update_once() -> None:
+    stage = LifecycleStage(population_of=lambda code: 0)
+    state: dict[str, dict[str, int]] = {}
     Y = WarningLevel.YELLOW
-    assert len(run([Y, Y, Y])) == 1
+    stage.process([hazard(Y, WarningLevel.NONE, 0)], state, SCORING, T0)
+    news = hazard(Y, Y, 10)  # same level, newer: e.g. the slope started to accelerate
+    out = stage.process([news, news], state, SCORING, T0)
+    assert [(a.transition, a.seq) for a in out] == [("updated", 2)]
 
 
 def test_resolution_of_nothing_open_is_silent() -> None:

@@ -24,7 +24,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 class Pipeline:
     def __init__(self) -> None:
-        self.ingest = IngestStage(PLACES.find, REGISTRIES)
+        self.ingest = IngestStage(PLACES.find, REGISTRIES, find_area=PLACES.find_area)
         self.rules = RulesStage(REGISTRIES)
         self.lifecycle = LifecycleStage(PLACES.population)
         self.source_state: dict[str, Any] = {}
@@ -97,7 +97,8 @@ def test_cap_warning_lifecycle_alert_update_cancel() -> None:
     [new] = p.push("cap", EXAMPLE)
     assert (new.transition, new.level.label) == ("new", "red")  # 红色 in the event wins
     assert new.hazard.hazard_type == "cap_warning"
-    assert new.hazard.place.district_name == "香洲区"
+    # the example's polygon spans 香洲区's towns: the warning is the district's
+    assert new.hazard.place.district_name == "香洲区" and new.hazard.place.town_code == ""
     assert "台风红色预警信号" in new.hazard.reason
     ref = "zhuhai@weather.gd.cn,44000041600000_20170823100000,2017-08-23T10:00:00+08:00"
     update = (EXAMPLE.replace(b"<msgType>Alert</msgType>", b"<msgType>Update</msgType>")

@@ -160,7 +160,8 @@ def test_geohazard_acceleration_raises_and_rain_counts() -> None:
         run.feed(obs("geohazard", "ZH-GEO-001", 60 * h,
                      {"displacement_mm": 4.5 + 1.0 * (h - 18)}, {"sensor": "gnss"}))
     assert run.levels("geohazard")[-1] in ("orange", "red")
-    assert run.hazards[-1].trend["accelerating"] == "yes"
+    last = [h for h in run.hazards if h.hazard_type == "geohazard"][-1]
+    assert last.trend["accelerating"] == "yes"
 
 
 def test_incident_grades_follow_reports_and_close_at_once() -> None:
@@ -181,3 +182,21 @@ def test_every_hazard_records_the_rule_version() -> None:
     run.feed(rain(60, 60.0))
     assert run.hazards[0].rule_version == BOOK.rule_version("rainstorm")
     assert run.hazards[0].rule_version.startswith("rainstorm@v1+")
+
+
+def test_a_silent_source_raises_a_hazard_in_stream_time_and_clears_on_return() -> None:
+    run = Run()
+    # 香洲港潮位站 (5-minute interval, silence after 3 intervals) at red, then silent
+    run.feed(obs("water", "ZH-TIDE-005", 0, {"level_m": 3.2}))
+    for k in range(1, 4):
+        run.feed(obs("water", "ZH-RIV-001", 5 * k, {"level_m": 1.0}))
+    assert run.stage.silent_sources(run.state.items(), BOOK) == []  # 15 min: not yet
+    run.feed(obs("water", "ZH-RIV-001", 16, {"level_m": 1.0}))
+    [silent] = run.stage.silent_sources(run.state.items(), BOOK)
+    assert silent.hazard_type == "sensor_silent" and silent.source_id == "ZH-TIDE-005"
+    assert silent.level == WarningLevel.ORANGE, "silent while red: orange"
+    assert "16分钟未报送" in silent.reason and silent.place == PLACE
+    assert run.stage.silent_sources(run.state.items(), BOOK) == [], "reported once"
+    back = run.feed(obs("water", "ZH-TIDE-005", 30, {"level_m": 1.0}))
+    assert [(h.hazard_type, h.level) for h in back.hazards if h.hazard_type ==
+            "sensor_silent"] == [("sensor_silent", WarningLevel.NONE)]
