@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import shapely
 
 from onemap.geo.boundaries import AdminMap
 from onemap.geo.locator import Locator
@@ -23,6 +24,7 @@ class PlaceIndex:
                                             strict=True))
         # Villages are shown by their short name (美平社区, not 美平社区居委会).
         self._village_names = np.array([*village.short_names, ""])
+        self._trees: dict[object, shapely.STRtree] = {}
 
     @classmethod
     def load(cls, boundaries_dir: Path | None = None) -> PlaceIndex:
@@ -43,6 +45,31 @@ class PlaceIndex:
             self._village_names[located.village_idx],
         )
         return [Place(*map(str, row)) for row in zip(*columns, strict=True)]
+
+    def find_area(self, wkt: str) -> Place:
+        """The smallest unit that holds all of an area's overlap with the map.
+
+        A warning polygon over two districts is the city's; over two towns of one district,
+        that district's; and so on. An area that misses the map is out of area.
+        """
+        area = shapely.from_wkt(wkt)
+        m = self.admin_map
+        chain: list[tuple[str, str]] = []
+        for table in (m.city, m.district, m.town, m.village):
+            tree = self._trees.get(table.level)
+            if tree is None:
+                tree = self._trees[table.level] = shapely.STRtree(table.geometry)
+            hits = [int(i) for i in tree.query(area, predicate="intersects")]
+            if chain:  # only children of the unit found one level up
+                hits = [i for i in hits if table.codes[i].startswith(chain[-1][0][:4])
+                        and (table.level == m.district.level
+                             or table.codes[i].startswith(chain[-1][0]))]
+            if len(hits) != 1:
+                break
+            names = self._village_names if table.level == m.village.level else table.name_array
+            chain.append((table.codes[hits[0]], str(names[hits[0]])))
+        flat = [x for code_name in chain for x in code_name]
+        return Place(*flat, *([""] * (8 - len(flat))))
 
     def population(self, village_code: str) -> int:
         return int(self._village_population.get(village_code, 0))
