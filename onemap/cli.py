@@ -43,6 +43,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return run_dashboard(_settings(args))
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from onemap.streams.http_ingest import run_ingest
+
+    s = Settings.from_env(kafka_url=args.kafka, ingest_host=args.host, ingest_port=args.port)
+    return run_ingest(s, s.ingest_host, s.ingest_port, s.ingest_token)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from onemap.streams.replay import replay
 
@@ -103,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--redis", metavar="URL")
     dash.add_argument("--dashboard-port", type=int)
     dash.set_defaults(func=cmd_dashboard)
+
+    ing = sub.add_parser("ingest", help="serve the HTTP ingest endpoint (POST /ingest/{feed})")
+    ing.add_argument("--kafka", metavar="URL")
+    ing.add_argument("--host", help="bind address (default 127.0.0.1)")
+    ing.add_argument("--port", type=int, help="port (default 8100)")
+    ing.set_defaults(func=cmd_ingest)
 
     rp = sub.add_parser("replay", help="produce recorded feed files into Kafka")
     rp.add_argument("files", nargs="+", metavar="FILE")

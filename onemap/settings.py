@@ -45,6 +45,12 @@ class Settings:
         "Optional base-map tile URL template (http(s)://.../{z}/{x}/{y}.png); none by default.")
     dashboard_tile_attribution: str = setting(
         "", "ONEMAP_DASHBOARD_TILE_ATTRIBUTION", "Attribution shown for the tile base map.")
+    ingest_host: str = setting("127.0.0.1", "ONEMAP_INGEST_HOST", "HTTP ingest bind address.")
+    ingest_port: int = setting(8100, "ONEMAP_INGEST_PORT",
+                               "HTTP ingest port (POST /ingest/{feed}).")
+    ingest_token: str | None = setting(
+        None, "ONEMAP_INGEST_TOKEN", "Bearer token the HTTP ingest endpoint requires.",
+        secret=True)
     metrics_host: str = setting("127.0.0.1", "ONEMAP_METRICS_HOST", "Worker metrics bind address.")
     metrics_port: int = setting(9108, "ONEMAP_METRICS_PORT", "Worker Prometheus /metrics port.")
     app_id: str = setting("onemap", "ONEMAP_APP_ID", "Faust application id = consumer group.")
@@ -103,7 +109,7 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        for name in ("dashboard_port", "metrics_port"):
+        for name in ("dashboard_port", "metrics_port", "ingest_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise ConfigError(f"port must be 1..65535, got {port}", field=_env_of(name))
