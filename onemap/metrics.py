@@ -43,6 +43,31 @@ class PipelineMetrics:
         self.rules_version = Gauge(
             "onemap_rules_version_info", "The rule set in force (value 1).", ["version"],
             registry=registry)
+        # worker health: what ops need to see a stuck or starved pipeline
+        self.consumer_lag = Gauge(
+            "onemap_consumer_lag_records",
+            "Records between the group's committed offset and the end of each partition this "
+            "worker is assigned.", ["topic", "partition"], registry=registry)
+        self.feed_last_event = Gauge(
+            "onemap_feed_last_event_timestamp_seconds",
+            "Newest event time (the reading's own timestamp) seen per input feed, Unix seconds.",
+            ["feed"], registry=registry)
+        self.feed_last_received = Gauge(
+            "onemap_feed_last_received_timestamp_seconds",
+            "Wall-clock time the last record of each input feed was consumed, Unix seconds.",
+            ["feed"], registry=registry)
+        self.hazards_live = Gauge(
+            "onemap_hazards_live",
+            "Open hazards (alerts not yet resolved) by level and hazard type, over the "
+            "partitions this worker owns.", ["level", "type"], registry=registry)
+        self.broker_errors = Counter(
+            "onemap_broker_errors_total",
+            "Errors talking to the Kafka broker, by operation (send, offsets).", ["operation"],
+            registry=registry)
+        self.redis_errors = Counter(
+            "onemap_redis_errors_total",
+            "Errors talking to Redis outside the sinks (e.g. writing feed health), by "
+            "operation.", ["operation"], registry=registry)
 
 
 class SinkMetrics:

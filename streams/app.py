@@ -27,6 +27,7 @@ from onemap.sinks.base import AlertSink, Outcome
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS
+from onemap.streams.health import HEALTH_INTERVAL_S, HealthMonitor
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,12 @@ class Pipeline:
             self.agent(self.alerts, f"onemap.sinks.{sink.name}", self._sink_agent(sink))
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_rules)
         self.app.timer(interval=SILENCE_CHECK_S)(self.check_silence)
+        # --- health: consumer lag, feed activity, live hazards, onemap:feeds (streams/health.py)
+        consumed = [self.ctx.settings.topic(t) for t in (*INPUT_TOPICS.values(),
+                                                          "observations", "hazards", "alerts")]
+        self.health = HealthMonitor(self.app, ctx, consumed, self.alert_state,
+                                    hazards_topic=self.ctx.settings.topic("hazards"))
+        self.app.timer(interval=HEALTH_INTERVAL_S)(self.health.tick)
 
     def agent(self, channel: faust.TopicT, name: str,
               fun: Callable[[faust.StreamT[bytes]], Awaitable[None]]) -> None:
@@ -170,6 +177,7 @@ class Pipeline:
                              e.message.offset) for e in events]
         self.m.records_in.labels(feed).inc(len(records))
         result = self.ctx.ingest.process(feed, records)
+        self.health.saw(feed, len(records), result.observations)
         now = self.ctx.now()
         for dl in result.dead_letters:
             self.m.dead_letters.labels(feed, dl.reason).inc()

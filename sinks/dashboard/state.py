@@ -9,9 +9,9 @@ Key layout (all under ``onemap:``; documented in docs/redis-keys.md):
 - ``onemap:ticker:<status>``     list of the latest transitions, newest first, capped.
 - ``onemap:updated_at``          ISO time of the last state change.
 - channel ``onemap:events``      every applied transition is published for live push.
-- ``onemap:feeds``               (planned; not written by the worker yet) hash: feed name →
-  JSON health of that feed (``last_record_at``, ``last_observed_at``, ``records_total``,
-  ``silent_after_s``). The dashboard shows it when present.
+- ``onemap:feeds``               hash: feed name → JSON health of that feed
+  (``last_record_at``, ``last_observed_at``, ``records_total``, ``silent_after_s``,
+  ``records_per_min``, ``silent_sources``), written by every worker (streams/health.py).
 
 A transition is applied only if its ``seq`` is newer than the stored one, so replays and
 retries are harmless and out-of-order delivery cannot roll the state back.
