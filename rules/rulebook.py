@@ -16,13 +16,14 @@ from onemap.rules.geohazard import GeohazardRule
 from onemap.rules.incident import IncidentRule
 from onemap.rules.policy import PipelinePolicy
 from onemap.rules.scoring import ScoringModel
+from onemap.rules.urgency import UrgencyModel
 from onemap.rules.water_level import WaterLevelRule
 from onemap.rules.weather import RainstormRule, WindRule
 
 log = logging.getLogger(__name__)
 
 RuleModel = (WaterLevelRule | RainstormRule | WindRule | GeohazardRule | IncidentRule
-             | ScoringModel | PipelinePolicy)
+             | ScoringModel | UrgencyModel | PipelinePolicy)
 
 #: Every rule file names its kind in ``rule:``; one file per kind.
 RULE_MODELS: dict[str, type[RuleModel]] = {
@@ -32,6 +33,7 @@ RULE_MODELS: dict[str, type[RuleModel]] = {
     "geohazard": GeohazardRule,
     "incident": IncidentRule,
     "scoring": ScoringModel,
+    "urgency": UrgencyModel,
     "pipeline": PipelinePolicy,
 }
 
@@ -46,6 +48,7 @@ class RuleBook:
     geohazard: GeohazardRule
     incident: IncidentRule
     scoring: ScoringModel
+    urgency: UrgencyModel
     pipeline: PipelinePolicy
     version: str
     directory: Path
