@@ -317,9 +317,11 @@ class RulesStage:
                             "observed_at": obs.observed_at.isoformat(),
                             "place": obs.place.to_dict(), "lon": obs.lon, "lat": obs.lat,
                             "exercise": obs.exercise}
-            if previous_newest is not None and self._silent(obs.feed, obs.source_id,
-                                                            t - previous_newest, rules):
-                # the source is back: end its "silent" hazard (a no-op if none was open)
+            if previous_newest is not None and (
+                    key in self.silenced
+                    or self._silent(obs.feed, obs.source_id, t - previous_newest, rules)):
+                # the source is back (or was judged silent while its partition's other
+                # sources ran ahead): end its "silent" hazard (a no-op if none was open)
                 self.silenced.discard(key)
                 result.hazards.append(self._silence_hazard(
                     key, st, level=WarningLevel.NONE, previous=WarningLevel.YELLOW, rules=rules,

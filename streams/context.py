@@ -31,6 +31,7 @@ class WorkerContext:
     lifecycle: LifecycleStage
     rulebook: RuleBookHolder
     roster: DutyRoster
+    registries: Registries
     metrics: PipelineMetrics
     sink_metrics: SinkMetrics
     registry: CollectorRegistry
@@ -54,6 +55,7 @@ def build_context(settings: Settings, registry: CollectorRegistry | None = None)
         lifecycle=LifecycleStage(places.population),
         rulebook=holder,
         roster=load_roster(Path(registries_dir) / "duty_roster.yaml"),
+        registries=registries,
         metrics=PipelineMetrics(registry),
         sink_metrics=SinkMetrics(registry),
         registry=registry,

@@ -110,13 +110,21 @@ def _water(reg: Registries, rng: random.Random, at: datetime, rain_so_far: dict[
             filled = min(rain_so_far.get(st.station_id, 0.0) / 250.0, 1.0)
             assert st.flood_limit_level_m is not None
             level = st.flood_limit_level_m - 0.6 + 1.9 * filled
-        else:  # waterlogging: ponding depth from rain above the drains' ~30 mm/h capacity
-            excess = max(0.0, rain_rate_mm_h(st.lon, st.lat, at) - 30.0)
-            level = min(0.9, excess / 70.0)
+        else:  # waterlogging: ponding depth from rain above the drains' ~30 mm/h capacity,
+            # reported every minute as the registry expects (step of 5: the 4 before `at` too)
+            for minutes_before in (4, 3, 2, 1, 0):
+                when = at - timedelta(minutes=minutes_before)
+                if when < START:
+                    continue
+                excess = max(0.0, rain_rate_mm_h(st.lon, st.lat, when) - 30.0)
+                depth = min(0.9, excess / 70.0) + rng.gauss(0, 0.01)
+                yield {"feed": "water", "record": {
+                    "station_id": st.station_id, "observed_at": _time(when),
+                    "level_m": round(max(depth, 0.0), 2)}}
+            continue
         yield {"feed": "water", "record": {
             "station_id": st.station_id, "observed_at": _time(at),
-            "level_m": round(max(level, 0.0) + rng.gauss(0, 0.01), 2)
-            if st.kind == "waterlogging" else round(level + rng.gauss(0, 0.01), 2)}}
+            "level_m": round(level + rng.gauss(0, 0.01), 2)}}
 
 
 def _geohazard(reg: Registries, rng: random.Random, at: datetime,

@@ -43,7 +43,8 @@ def run_worker(settings: Settings) -> int:
     client = aioredis.Redis.from_url(settings.redis_url)
     provider = provider_from_url(settings.sms_outbox_url, secret=settings.sms_secret)
     sinks: list[AlertSink] = [RedisStateSink(client),
-             SmsSink(client, provider, roster=lambda: ctx.roster, now=ctx.now)]
+             SmsSink(client, provider, roster=lambda: ctx.roster, now=ctx.now,
+                     registries=ctx.registries)]
     app = Pipeline(ctx, sinks).app
     log.warning("worker starting: kafka=%s redis=%s metrics=http://%s:%d/metrics",
                 settings.kafka_url, settings.redis_url, settings.metrics_host,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from onemap.levels import WarningLevel
 from onemap.records import Alert, Hazard, KeyFigure, Place
 from onemap.registries import default_registries_dir
 from onemap.sinks.sms.roster import load_roster
+from onemap.sinks.sms.routing import recipients as messages_recipients
 from onemap.sinks.sms.sink import messages_for
 from onemap.sinks.sms.templates import render, segments
 
@@ -65,3 +67,46 @@ def test_one_message_per_recipient_with_idempotency_key() -> None:
                         ROSTER)
     assert len({m.key for m in msgs}) == len(msgs) == len({m.recipient_id for m in msgs})
     assert all(m.key.startswith("water_level:ZH-AWS-028#1/") for m in msgs)
+
+
+def test_outside_a_shift_the_deputy_takes_the_message() -> None:
+    from onemap.sinks.sms.roster import DutyRoster
+
+    roster = DutyRoster.model_validate({"version": 1, "officers": [
+        {"id": "day", "name": "日班", "area_code": "440404", "phone": "13800000101",
+         "shifts": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00",
+                     "end": "20:00"}], "deputy": "night"},
+        {"id": "night", "name": "夜班", "area_code": "440404", "phone": "13800000102",
+         "shifts": [{"start": "20:00", "end": "08:00"}]},
+    ]})
+    a = alert(WarningLevel.RED, WarningLevel.NONE, "new")  # NOW = Wed 12:00 +08:00
+    assert [o.id for o in messages_recipients(a, roster)] == ["day"]
+    night = dataclasses.replace(a, issued_at=datetime(2017, 8, 23, 15, 0, tzinfo=UTC))  # 23:00
+    assert [o.id for o in messages_recipients(night, roster)] == ["night"], "once each"
+    sunday_noon = dataclasses.replace(a, issued_at=datetime(2017, 8, 27, 4, 0, tzinfo=UTC))
+    assert messages_recipients(sunday_noon, roster) == [], "nobody on duty: nobody texted"
+
+
+def test_a_deputy_must_exist() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from onemap.sinks.sms.roster import DutyRoster
+
+    with pytest.raises(ValidationError, match="deputy 'ghost'"):
+        DutyRoster.model_validate({"version": 1, "officers": [
+            {"id": "a", "name": "甲", "area_code": "440404", "phone": "13800000101",
+             "deputy": "ghost"}]})
+
+
+def test_a_hazard_points_responsible_person_hears_of_every_level() -> None:
+    from onemap.registries import Registries
+
+    registries = Registries.load(default_registries_dir())
+    point = registries.hazard_points["ZH-GEO-001"]
+    a = alert(WarningLevel.BLUE, WarningLevel.NONE, "new", "geohazard")
+    a = dataclasses.replace(a, hazard=dataclasses.replace(a.hazard, source_id="ZH-GEO-001"))
+    msgs = messages_for(a, ROSTER, registries)
+    responsible = [m for m in msgs if m.recipient_id == "responsible:ZH-GEO-001"]
+    assert [m.phone for m in responsible] == [point.responsible_phone]
+    assert "地质灾害预警" in responsible[0].text

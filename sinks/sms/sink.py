@@ -14,18 +14,20 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from onemap.records import Alert
+from onemap.registries import Registries
 from onemap.sinks.base import Outcome
 from onemap.sinks.sms.message import SmsMessage
 from onemap.sinks.sms.outbox import SmsProvider
 from onemap.sinks.sms.roster import DutyRoster
-from onemap.sinks.sms.routing import recipients
+from onemap.sinks.sms.routing import recipients, responsible_person
 from onemap.sinks.sms.templates import render
 
 SENT_KEY_PREFIX = "onemap:sms:sent:"
 SENT_TTL_S = 30 * 24 * 3600
 
 
-def messages_for(alert: Alert, roster: DutyRoster) -> list[SmsMessage]:
+def messages_for(alert: Alert, roster: DutyRoster,
+                 registries: Registries | None = None) -> list[SmsMessage]:
     """Pure: the messages one alert transition produces.
 
     An "updated" transition (news at the same level) goes to the wall display, not to
@@ -34,11 +36,15 @@ def messages_for(alert: Alert, roster: DutyRoster) -> list[SmsMessage]:
     if alert.transition == "updated":
         return []
     text = render(alert)
+    people = recipients(alert, roster)
+    responsible = responsible_person(alert, registries)
+    if responsible is not None and all(p.phone != responsible.phone for p in people):
+        people.append(responsible)
     return [
         SmsMessage(key=f"{alert.alert_id}/{officer.id}", alert_id=alert.alert_id,
                    recipient_id=officer.id, phone=officer.phone, text=text,
                    exercise=alert.hazard.exercise)
-        for officer in recipients(alert, roster)
+        for officer in people
     ]
 
 
@@ -47,8 +53,9 @@ class SmsSink:
 
     def __init__(
         self, client: aioredis.Redis, provider: SmsProvider, roster: Callable[[], DutyRoster],
-        now: Callable[[], datetime],
+        now: Callable[[], datetime], registries: Registries | None = None,
     ) -> None:
+        self.registries = registries
         self.client = client
         self.provider = provider
         self.roster = roster
@@ -63,7 +70,8 @@ class SmsSink:
         outcomes: list[Outcome] = []
         roster = self.roster()
         for alert in batch:
-            results = [await self._deliver(m) for m in messages_for(alert, roster)]
+            results = [await self._deliver(m)
+                       for m in messages_for(alert, roster, self.registries)]
             outcomes.append(_worst(results))
         return outcomes
 
