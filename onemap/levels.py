@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class WarningLevel(enum.IntEnum):
@@ -62,3 +65,23 @@ _ROMAN = {
 
 #: The four colours from lowest to highest.
 COLOURS = (WarningLevel.BLUE, WarningLevel.YELLOW, WarningLevel.ORANGE, WarningLevel.RED)
+
+
+def require_four_colours(mapping: dict[str, T]) -> dict[str, T]:
+    """A rule's per-colour table must name exactly the four colours (a pydantic validator).
+
+    >>> require_four_colours({"blue": 1, "yellow": 2, "orange": 3, "red": 4})["red"]
+    4
+    >>> require_four_colours({"blue": 1, "red": 4})
+    Traceback (most recent call last):
+    ...
+    ValueError: needs exactly blue, yellow, orange and red (missing: yellow, orange)
+    """
+    names = [c.label for c in COLOURS]
+    missing = [n for n in names if n not in mapping]
+    extra = sorted(set(mapping) - set(names))
+    if missing or extra:
+        problems = ([f"missing: {', '.join(missing)}"] if missing else []) + (
+            [f"unknown: {', '.join(extra)}"] if extra else [])
+        raise ValueError(f"needs exactly blue, yellow, orange and red ({'; '.join(problems)})")
+    return mapping

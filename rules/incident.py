@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field
 
 from onemap.datafiles import StrictModel
-from onemap.levels import COLOURS, WarningLevel
+from onemap.levels import COLOURS, WarningLevel, require_four_colours
 from onemap.records import KeyFigure
 from onemap.rules.candidate import Candidate
 
@@ -30,15 +30,9 @@ class IncidentRule(StrictModel):
     rule: Literal["incident"]
     version: int = Field(ge=1)
     source: str = Field(min_length=1)
-    grades: dict[str, Grade]
+    grades: Annotated[dict[str, Grade], AfterValidator(require_four_colours)]
     category_floor: dict[str, Colour] = Field(default_factory=dict)
     closing_statuses: tuple[str, ...] = ("handled", "closed")
-
-    @model_validator(mode="after")
-    def _all_colours(self) -> IncidentRule:
-        if set(self.grades) != {"blue", "yellow", "orange", "red"}:
-            raise ValueError("grades needs blue, yellow, orange and red")
-        return self
 
 
 def incident_level(values: dict[str, float], attrs: dict[str, str],

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field
 
 from onemap.datafiles import StrictModel
-from onemap.levels import COLOURS, WarningLevel
+from onemap.levels import COLOURS, WarningLevel, require_four_colours
 from onemap.records import KeyFigure
 from onemap.rules.candidate import Candidate, trend_of
 from onemap.rules.windows import Series, window_sum
@@ -22,13 +22,7 @@ class RainstormRule(StrictModel):
     rule: Literal["rainstorm"]
     version: int = Field(ge=1)
     source: str = Field(min_length=1)
-    levels: dict[str, RainBound]
-
-    @model_validator(mode="after")
-    def _all_colours(self) -> RainstormRule:
-        if set(self.levels) != {"blue", "yellow", "orange", "red"}:
-            raise ValueError("levels needs blue, yellow, orange and red")
-        return self
+    levels: Annotated[dict[str, RainBound], AfterValidator(require_four_colours)]
 
     @property
     def longest_window_s(self) -> float:
@@ -45,13 +39,7 @@ class WindRule(StrictModel):
     version: int = Field(ge=1)
     source: str = Field(min_length=1)
     window_min: float = Field(ge=0, le=24 * 60)
-    levels: dict[str, WindBound]
-
-    @model_validator(mode="after")
-    def _all_colours(self) -> WindRule:
-        if set(self.levels) != {"blue", "yellow", "orange", "red"}:
-            raise ValueError("levels needs blue, yellow, orange and red")
-        return self
+    levels: Annotated[dict[str, WindBound], AfterValidator(require_four_colours)]
 
 
 def rainstorm_level(rain: Series, newest: float, rule: RainstormRule) -> Candidate:

@@ -67,3 +67,12 @@ def test_reload_picks_up_edits_and_keeps_last_good_on_error(tmp_path: Path) -> N
     assert holder.maybe_reload() == "rejected"
     assert holder.current is good
     assert holder.last_error is not None and holder.last_error.line == 14
+
+
+def test_a_rule_table_must_name_all_four_colours(tmp_path: Path) -> None:
+    rules = rules_copy(tmp_path)
+    shutil.copy(CASES / "rainstorm_missing_colour.yaml", rules / "rainstorm.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_rulebook(rules)
+    assert (info.value.line, info.value.field) == (5, "levels")
+    assert "missing: red" in str(info.value)
