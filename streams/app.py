@@ -35,6 +35,8 @@ INPUT_TOPICS = {name: f"in.{name}" for name in ("weather", "water", "geohazard",
 PIPELINE_TOPICS = ("observations", "hazards", "alerts", "deadletter")
 SINK_RETRY_MAX_S = 30.0
 SILENCE_CHECK_S = 5.0
+#: keys of the per-partition changelog markers (see EventBoundTable.seal); not state
+MARKER_PREFIX = "__marker__:"
 
 T = TypeVar("T")
 
@@ -85,22 +87,49 @@ class EventBoundTable(MutableMapping[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         return self.table.get(key, default)
 
+    def _as_of(self, event: EventT[bytes]) -> Any:
+        """Make ``event`` current for a table write; returns what to restore afterwards
+        (the stream's own current event: its take buffer relies on it)."""
+        previous = self.stream.current_event
+        self.stream._set_current_event(event)
+        return previous
+
     def __setitem__(self, key: str, value: Any) -> None:
         event = self.events_by_key[key]
         if isinstance(value, dict):
             value["partition"] = event.message.partition  # for per-partition stream time
-        self.stream._set_current_event(event)
+        previous = self._as_of(event)
         try:
             self.table[key] = value
         finally:
-            self.stream._set_current_event(None)
+            self.stream._set_current_event(previous)
 
     def __delitem__(self, key: str) -> None:
-        self.stream._set_current_event(self.events_by_key[key])
+        previous = self._as_of(self.events_by_key[key])
         try:
             del self.table[key]
         finally:
-            self.stream._set_current_event(None)
+            self.stream._set_current_event(previous)
+
+    async def seal(self, producer: Any) -> None:
+        """End the batch with one marker write per changelog partition it touched.
+
+        The embedded broker (Tansu) reports a partition's end offset low (DESIGN.md: it
+        answers with the start of the last produced batch), and faust recovers a changelog
+        only up to that end offset, so after a restart the last writes of a partition would
+        be missing. So the batch's writes are flushed first, and a marker follows them in a
+        batch of its own: everything before the marker is recovered.
+        """
+        await producer.flush()
+        last_per_partition: dict[int, EventT[bytes]] = {}
+        for event in self.events_by_key.values():
+            last_per_partition[event.message.partition] = event
+        for partition, event in last_per_partition.items():
+            previous = self._as_of(event)
+            try:
+                self.table[f"{MARKER_PREFIX}{partition}"] = {"marker": True}
+            finally:
+                self.stream._set_current_event(previous)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.table)
@@ -122,11 +151,13 @@ class Pipeline:
         self.alerts = self.topic("alerts")
         self.deadletter = self.topic("deadletter")
         partitions = ctx.settings.partitions
+        # No value_type: values are plain JSON dicts (value_type=dict makes faust try
+        # dict.from_data when it recovers the changelog after a restart, and lose the state)
         self.source_state = self.app.Table(
-            "onemap-source-state", default=dict, key_type=str, value_type=dict,
+            "onemap-source-state", default=dict, key_type=str,
             partitions=partitions)
         self.alert_state = self.app.Table(
-            "onemap-alert-state", default=dict, key_type=str, value_type=dict,
+            "onemap-alert-state", default=dict, key_type=str,
             partitions=partitions)
         self.m.rules_version.labels(ctx.rulebook.current.version).set(1)
         for feed, topic_name in INPUT_TOPICS.items():
@@ -207,6 +238,7 @@ class Pipeline:
                                     {state_key(o): e for o, e in decoded})
             result = self.ctx.rules.process([o for o, _ in decoded], state,
                                             self.ctx.rulebook.current)
+            await state.seal(self.app.producer)
             now = self.ctx.now()
             event_of = {id(o): e for o, e in decoded}  # the exact record, for its bytes
             for rejected in result.rejected:
@@ -233,6 +265,7 @@ class Pipeline:
             now = self.ctx.now()
             out = self.ctx.lifecycle.process([h for h, _ in decoded], state,
                                              self.ctx.rulebook.current.scoring, now)
+            await state.seal(self.app.producer)
             for alert in out:
                 self.m.alerts.labels(alert.level.label, alert.transition).inc()
                 self.m.event_to_alert.observe(
@@ -252,8 +285,9 @@ class Pipeline:
 
     async def check_silence(self) -> None:
         """Report sources of this worker's partitions that stopped reporting."""
-        hazards = self.ctx.rules.silent_sources(list(self.source_state.items()),
-                                                self.ctx.rulebook.current)
+        hazards = self.ctx.rules.silent_sources(
+            [(k, v) for k, v in self.source_state.items() if not k.startswith(MARKER_PREFIX)],
+            self.ctx.rulebook.current)
         for hazard in hazards:
             self.m.rule_decisions.labels("source-silent").inc()
             await self.hazards.send(key=hazard.place.area_code.encode(), value=hazard.to_json())
