@@ -11,18 +11,12 @@ from onemap.levels import COLOURS, WarningLevel
 from onemap.records import KeyFigure
 from onemap.registries import HazardPoint
 from onemap.rules.candidate import Candidate, trend_of
+from onemap.rules.colours import Thresholds
 from onemap.rules.windows import Series, rate_per_hour, window_sum
 
 
-class ColourFigures(StrictModel):
-    blue: float = Field(gt=0)
-    yellow: float = Field(gt=0)
-    orange: float = Field(gt=0)
-    red: float = Field(gt=0)
-
-    def of(self, level: WarningLevel) -> float:
-        value: float = getattr(self, level.label)
-        return value
+class ColourFigures(Thresholds):
+    """A threshold per colour (displacement rate, rainfall)."""
 
 
 class Acceleration(StrictModel):

@@ -8,13 +8,11 @@ from pydantic import Field
 
 from onemap.datafiles import StrictModel
 from onemap.levels import WarningLevel
+from onemap.rules.colours import Points
 
 
-class LevelPoints(StrictModel):
-    blue: float = Field(ge=0)
-    yellow: float = Field(ge=0)
-    orange: float = Field(ge=0)
-    red: float = Field(ge=0)
+class LevelPoints(Points):
+    """Points per warning colour."""
 
 
 class ScoringModel(StrictModel):

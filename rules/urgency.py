@@ -60,6 +60,7 @@ from onemap.datafiles import StrictModel, load_yaml, validate_model
 from onemap.geo.proximity import SiteKind
 from onemap.levels import WarningLevel
 from onemap.records import Hazard, KeyFigure, Place
+from onemap.rules.colours import Points, Weights
 
 LevelName = Literal["blue", "yellow", "orange", "red"]
 Scope = Literal["village", "town", "district", "city"]
@@ -73,16 +74,8 @@ PARTS: Final = ("level", "exposure_population", "exposure_sites", "trend", "comp
                 "freshness", "confidence")
 
 
-class LevelPoints(StrictModel):
+class LevelPoints(Points):
     """Points per warning colour (NONE scores nothing)."""
-
-    blue: float = Field(ge=0)
-    yellow: float = Field(ge=0)
-    orange: float = Field(ge=0)
-    red: float = Field(ge=0)
-
-    def of(self, level: WarningLevel) -> float:
-        return 0.0 if level <= WarningLevel.NONE else float(getattr(self, level.label))
 
 
 class PopulationExposure(StrictModel):
@@ -151,16 +144,8 @@ class ConfidenceModel(StrictModel):
     floor: float = Field(ge=0, le=1)
 
 
-class RiskWeights(StrictModel):
+class RiskWeights(Weights):
     """Per-level weights ``w`` of the area risk index ``100 × (1 - Π(1 - w))`` (ranking.py)."""
-
-    blue: float = Field(ge=0, lt=1)
-    yellow: float = Field(ge=0, lt=1)
-    orange: float = Field(ge=0, lt=1)
-    red: float = Field(ge=0, lt=1)
-
-    def of(self, level: WarningLevel) -> float:
-        return 0.0 if level <= WarningLevel.NONE else float(getattr(self, level.label))
 
 
 class SubKind(StrictModel):

@@ -9,7 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-from conftest import ZHUHAI, Records
+from conftest import Records
 
 from onemap.errors import ConfigError
 from onemap.geo.boundaries import AdminLevel, AdminMap, FieldMap, read_boundaries
@@ -139,7 +139,6 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         read_boundaries(tmp_path)
 
 
-@pytest.mark.skipif(not (ZHUHAI / "village.geojson").exists(), reason="no Zhuhai fixture yet")
 def test_load_default_zhuhai() -> None:
     m = AdminMap.load_default()
     assert len(m.city) == 1 and m.city.codes[0] == "440400"
