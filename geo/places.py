@@ -71,5 +71,37 @@ class PlaceIndex:
         flat = [x for code_name in chain for x in code_name]
         return Place(*flat, *([""] * (8 - len(flat))))
 
+    def find_codes(self, codes: list[str]) -> tuple[Place, float, float] | None:
+        """The smallest unit holding every unit named by ``codes`` (an area given by codes,
+        e.g. CAP geocodes), with a point inside it; None if no code is on the map.
+
+        >>> index = PlaceIndex.load()
+        >>> place, lon, lat = index.find_codes(["440402001", "440402002"])
+        >>> place.district_name, place.town_code
+        ('香洲区', '')
+        """
+        m = self.admin_map
+        chains = []
+        for code in codes:
+            unit = m.find(code)
+            if unit is not None:
+                chains.append([int(x) for x in m.levels[unit.level].chain[unit.index]])
+        if not chains:
+            return None
+        parts: list[str] = []
+        deepest = None
+        for level, table in enumerate(m.levels):
+            column = {chain[level] for chain in chains}
+            if len(column) != 1 or -1 in column:
+                break
+            i = column.pop()
+            names = self._village_names if table.level == m.village.level else table.name_array
+            parts += [table.codes[i], str(names[i])]
+            deepest = table.geometry[i]
+        if deepest is None:
+            return None
+        point = deepest.representative_point()
+        return Place(*parts, *([""] * (8 - len(parts)))), float(point.x), float(point.y)
+
     def population(self, village_code: str) -> int:
         return int(self._village_population.get(village_code, 0))

@@ -50,7 +50,8 @@ def build_context(settings: Settings, registry: CollectorRegistry | None = None)
     finder: PlaceFinder = places.find
     return WorkerContext(
         settings=settings,
-        ingest=IngestStage(finder, registries, find_area=places.find_area),
+        ingest=IngestStage(finder, registries, find_area=places.find_area,
+                           find_codes=places.find_codes),
         rules=RulesStage(registries),
         lifecycle=LifecycleStage(places.population),
         rulebook=holder,

@@ -22,6 +22,8 @@ from onemap.streams.feeds import FEEDS, Feed, Reading
 PlaceFinder = Callable[[np.ndarray, np.ndarray], list[Place]]
 #: Finds the place of an area (WKT polygon): the smallest unit holding all of it.
 AreaFinder = Callable[[str], Place]
+#: Finds the smallest unit holding the units named by codes, with a point inside it.
+CodeFinder = Callable[[list[str]], tuple[Place, float, float] | None]
 
 
 @dataclasses.dataclass
@@ -45,9 +47,11 @@ class IngestStage:
     def __init__(
         self, find_places: PlaceFinder, registries: Registries,
         feeds: Mapping[str, Feed] = FEEDS, find_area: AreaFinder | None = None,
+        find_codes: CodeFinder | None = None,
     ) -> None:
         self.find_places = find_places
         self.find_area = find_area
+        self.find_codes = find_codes
         self.registries = registries
         self.feeds = feeds
 
@@ -59,6 +63,13 @@ class IngestStage:
         registry = registries.get(reading.feed)
         if registry is None:
             # incidents and CAP warnings have no registry: the record says where it is
+            codes = reading.attrs.get("area_codes")
+            if reading.lon is None and codes and self.find_codes is not None:
+                found = self.find_codes(codes.split(","))
+                if found is None:
+                    raise InputRejected("out-of-area", f"no area code on the map: {codes:.60}",
+                                        field="geocode")
+                return _Source(reading.attrs.get("event") or reading.feed, found[1], found[2])
             if reading.lon is None or reading.lat is None:
                 raise InputRejected("missing-field", "no position in the record", field="lon")
             kind = reading.attrs.get("category") or reading.attrs.get("event") or reading.feed
@@ -108,6 +119,9 @@ class IngestStage:
             place = point_place
             if "area_wkt" in reading.attrs and self.find_area is not None:
                 place = self.find_area(reading.attrs["area_wkt"])
+            elif "area_codes" in reading.attrs and self.find_codes is not None:
+                found = self.find_codes(reading.attrs["area_codes"].split(","))
+                place = found[0] if found is not None else place
             result.observations.append(Observation(
                 feed=reading.feed, source_id=reading.source_id, source_kind=source.kind,
                 observed_at=reading.observed_at, lon=round(float(lon[i]), 7),

@@ -24,7 +24,8 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 class Pipeline:
     def __init__(self) -> None:
-        self.ingest = IngestStage(PLACES.find, REGISTRIES, find_area=PLACES.find_area)
+        self.ingest = IngestStage(PLACES.find, REGISTRIES, find_area=PLACES.find_area,
+                                  find_codes=PLACES.find_codes)
         self.rules = RulesStage(REGISTRIES)
         self.lifecycle = LifecycleStage(PLACES.population)
         self.source_state: dict[str, Any] = {}
@@ -126,3 +127,18 @@ def test_cap_drill_is_marked_exercise_and_system_messages_are_not_acted_on() -> 
     assert drill.hazard.exercise and drill.status == "exercise"
     p.push("cap", EXAMPLE.replace(b"<status>Actual</status>", b"<status>System</status>"))
     assert p.dead == ["not-actionable"]
+
+
+def test_cap_area_given_only_by_administrative_geocodes_is_located_by_them() -> None:
+    from onemap.streams.feeds.cap import EXAMPLE
+
+    p = Pipeline()
+    by_code = EXAMPLE.replace(
+        b"<polygon>22.2,113.5 22.3,113.5 22.3,113.6 22.2,113.6 22.2,113.5</polygon>",
+        b"<geocode><valueName>GB/T 2260</valueName><value>440404</value></geocode>")
+    [alert] = p.push("cap", by_code)
+    assert alert.hazard.place.district_name == "金湾区" and alert.hazard.place.town_code == ""
+    nowhere = by_code.replace(b"<value>440404</value>", b"<value>110101</value>")
+    assert p.push("cap", nowhere.replace(b"44000041600000_20170823100000",
+                                         b"44000041600000_20170823100001")) == []
+    assert p.dead == ["out-of-area"]

@@ -51,18 +51,24 @@ def parse_cap_reading(raw: bytes) -> Reading:
     info = max(alert.infos, key=cap_warning_level)
     level = WarningLevel.NONE if alert.msg_type == "Cancel" else cap_warning_level(info)
     where = next((a for a in (_area(i) for i in alert.infos) if a is not None), None)
-    if where is None:
-        raise InputRejected("no-geometry", "no <polygon> or <circle> in any <area>; "
-                            "geocode-only areas are not located yet", field="area")
-    lon, lat, wkt = where
+    codes = [v for i in alert.infos for a in i.areas for values in a.geocodes.values()
+             for v in values if v.isdigit() and len(v) in (6, 9, 12)]
+    if where is None and not codes:
+        raise InputRejected("no-geometry", "no <polygon>, <circle> or administrative geocode "
+                            "(6/9/12-digit code) in any <area>", field="area")
+    lon, lat, wkt = where if where is not None else (None, None, "")
     attrs = {
         "identifier": alert.identifier, "msg_type": alert.msg_type, "status": alert.status,
         "event": info.event[:80], "severity": info.severity, "urgency": info.urgency,
         "certainty": info.certainty, "headline": (info.headline or info.event)[:200],
         "area_desc": "；".join(a.area_desc for a in info.areas)[:200],
         "expires": info.expires.isoformat() if info.expires else "",
-        "sender_name": (info.sender_name or alert.sender)[:80], "area_wkt": wkt,
+        "sender_name": (info.sender_name or alert.sender)[:80],
     }
+    if wkt:
+        attrs["area_wkt"] = wkt
+    else:  # located by its administrative codes (GB/T 2260 and the statistical codes)
+        attrs["area_codes"] = ",".join(codes[:50])
     return Reading(feed="cap", source_id=lineage(alert)[:200], observed_at=alert.sent,
                    values={"level": float(level)}, lon=lon, lat=lat,
                    exercise=alert.status in ("Exercise", "Test"), attrs=attrs)
