@@ -1,6 +1,7 @@
 """`onemap replay`: produce recorded feed files into Kafka, paced by event time.
 
-A replay file is a CAP message (``*.xml``, sent whole to ``onemap.in.cap``) or JSON Lines,
+A replay file is a CAP message (``*.xml``, sent whole to ``onemap.in.cap``), a CSV
+recording (``*.<feed>.csv``: a header of field names, one record per row), or JSON Lines,
 one record per line, in one of two forms:
 
 - an envelope ``{"feed": "water", "record": {...}}`` (files that mix feeds; ``record`` may
@@ -47,7 +48,41 @@ def feed_from_name(path: Path) -> str | None:
     return parts[-2] if len(parts) >= 3 and parts[-2] in INPUT_TOPICS else None
 
 
+def _csv_value(text: str) -> Any:
+    """A CSV cell as the JSON value a feed expects: numbers, booleans, else text.
+
+    >>> [_csv_value(v) for v in ("3", "2.5", "true", "ZH-RIV-001", "2017-08-23T12:00:00+08:00")]
+    [3, 2.5, True, 'ZH-RIV-001', '2017-08-23T12:00:00+08:00']
+    """
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_csv_items(path: Path, feed: str | None) -> Iterator[ReplayItem]:
+    """A CSV recording: a header of the feed's field names, one record per row (empty cells
+    are left out); the feed comes from ``--feed`` or the file name (``*.water.csv``)."""
+    import csv
+
+    name = feed or feed_from_name(path)
+    if name is None:
+        raise OneMapError(f"{path}: name the feed with --feed or as *.<feed>.csv")
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        for row in csv.DictReader(handle):
+            record = {k: _csv_value(v) for k, v in row.items() if k and v not in (None, "")}
+            yield ReplayItem(name, orjson.dumps(record), _key(record), _event_time(name, record))
+
+
 def read_items(path: Path, feed: str | None = None) -> Iterator[ReplayItem]:
+    if path.suffix.lower() == ".csv":
+        yield from read_csv_items(path, feed)
+        return
     if path.suffix.lower() == ".xml":  # one CAP message per file, sent as is
         raw = path.read_bytes()
         text = raw.decode("utf-8", "replace")
