@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--metrics-port", type=int, help="worker metrics port (default 9108)")
     up.add_argument("--scenario", default="demo",
                     help="scenario to replay (shipped name or file; 'none' for none)")
-    up.add_argument("--speed", type=float, default=60.0, help="scenario speed factor")
+    up.add_argument("--speed", type=float, default=120.0,
+                    help="scenario speed factor (120: two hours of storm a minute)")
     up.add_argument("--data-dir", type=Path, help="where logs, outbox and state go (var/)")
     up.set_defaults(func=cmd_up)
 

@@ -40,7 +40,7 @@ class UpOptions:
     kafka_port: int = 19092
     redis_port: int = 16379
     scenario: str | None = "demo"
-    speed: float = 60.0
+    speed: float = 120.0
 
 
 #: Scenarios made by a generator when asked for (deterministic; written under the data dir).
