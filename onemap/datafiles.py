@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from onemap.errors import ConfigError
 
@@ -26,6 +26,13 @@ class StrictModel(BaseModel):
     """Base of every data-file model: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleFile(StrictModel):
+    """What every rule file states besides its ``rule:`` kind: its version and its source."""
+
+    version: int = Field(ge=1)
+    source: str = Field(min_length=1)
 
 
 def load_yaml(path: Path, text: str | None = None) -> tuple[Any, LineMap]:

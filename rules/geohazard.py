@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from onemap.datafiles import StrictModel
+from onemap.datafiles import RuleFile, StrictModel
 from onemap.levels import COLOURS, WarningLevel
 from onemap.records import KeyFigure
 from onemap.registries import HazardPoint
@@ -24,10 +24,8 @@ class Acceleration(StrictModel):
     ratio: float = Field(gt=1)
 
 
-class GeohazardRule(StrictModel):
+class GeohazardRule(RuleFile):
     rule: Literal["geohazard"]
-    version: int = Field(ge=1)
-    source: str = Field(min_length=1)
     rate_window_h: float = Field(gt=0, le=72)
     rate_min_span_h: float = Field(ge=0, le=72)
     rate_mm_d: ColourFigures

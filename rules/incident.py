@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from onemap.datafiles import StrictModel
+from onemap.datafiles import RuleFile, StrictModel
 from onemap.levels import COLOURS, WarningLevel, require_four_colours
 from onemap.records import KeyFigure
 from onemap.rules.candidate import Candidate
@@ -26,10 +26,8 @@ class Grade(StrictModel):
     injured: int = Field(ge=0)
 
 
-class IncidentRule(StrictModel):
+class IncidentRule(RuleFile):
     rule: Literal["incident"]
-    version: int = Field(ge=1)
-    source: str = Field(min_length=1)
     grades: Annotated[dict[str, Grade], AfterValidator(require_four_colours)]
     category_floor: dict[str, Colour] = Field(default_factory=dict)
     closing_statuses: tuple[str, ...] = ("handled", "closed")

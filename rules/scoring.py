@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from onemap.datafiles import StrictModel
+from onemap.datafiles import RuleFile
 from onemap.levels import WarningLevel
 from onemap.rules.colours import Points
 
@@ -15,10 +15,8 @@ class LevelPoints(Points):
     """Points per warning colour."""
 
 
-class ScoringModel(StrictModel):
+class ScoringModel(RuleFile):
     rule: Literal["scoring"]
-    version: int = Field(ge=1)
-    source: str = Field(min_length=1)
     level_points: LevelPoints
     exposure_points_per_10k: float = Field(ge=0)
     exposure_cap: float = Field(ge=0)

@@ -56,7 +56,7 @@ from typing import Final, Literal
 
 from pydantic import Field
 
-from onemap.datafiles import StrictModel, load_yaml, validate_model
+from onemap.datafiles import RuleFile, StrictModel, load_yaml, validate_model
 from onemap.geo.proximity import SiteKind
 from onemap.levels import WarningLevel
 from onemap.records import Hazard, KeyFigure, Place
@@ -156,10 +156,8 @@ class SubKind(StrictModel):
     kind: str = Field(min_length=1)
 
 
-class UrgencyModel(StrictModel):
+class UrgencyModel(RuleFile):
     rule: Literal["urgency"]
-    version: int = Field(ge=1)
-    source: str = Field(min_length=1)
     level_points: LevelPoints
     population: PopulationExposure
     sites: SiteExposure

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from onemap.datafiles import StrictModel
+from onemap.datafiles import RuleFile, StrictModel
 from onemap.levels import WarningLevel
 from onemap.records import KeyFigure
 from onemap.registries import WaterKind, WaterStation
@@ -39,10 +39,8 @@ class KindCriteria(StrictModel):
         return bound
 
 
-class WaterLevelRule(StrictModel):
+class WaterLevelRule(RuleFile):
     rule: Literal["water_level"]
-    version: int = Field(ge=1)
-    source: str = Field(min_length=1)
     hysteresis_m: float = Field(ge=0.0, le=5.0)
     kinds: dict[WaterKind, KindCriteria]
 

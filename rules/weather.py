@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from onemap.datafiles import StrictModel
+from onemap.datafiles import RuleFile, StrictModel
 from onemap.levels import COLOURS, WarningLevel, require_four_colours
 from onemap.records import KeyFigure
 from onemap.rules.candidate import Candidate, trend_of
@@ -18,10 +18,8 @@ class RainBound(StrictModel):
     rain_mm: float = Field(gt=0)
 
 
-class RainstormRule(StrictModel):
+class RainstormRule(RuleFile):
     rule: Literal["rainstorm"]
-    version: int = Field(ge=1)
-    source: str = Field(min_length=1)
     levels: Annotated[dict[str, RainBound], AfterValidator(require_four_colours)]
 
     @property
@@ -34,10 +32,8 @@ class WindBound(StrictModel):
     gust_ms: float = Field(gt=0)
 
 
-class WindRule(StrictModel):
+class WindRule(RuleFile):
     rule: Literal["wind"]
-    version: int = Field(ge=1)
-    source: str = Field(min_length=1)
     window_min: float = Field(ge=0, le=24 * 60)
     levels: Annotated[dict[str, WindBound], AfterValidator(require_four_colours)]
 
