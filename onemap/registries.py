@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -118,6 +119,14 @@ class Registries:
     water: dict[str, WaterStation]
     weather: dict[str, WeatherStation]
     hazard_points: dict[str, HazardPoint]
+
+    def for_feed(self, feed: str,
+                 ) -> Mapping[str, WaterStation | WeatherStation | HazardPoint] | None:
+        """The registry of a feed's sources; None for feeds whose records say where they
+        are (incidents, CAP warnings)."""
+        registries: dict[str, Mapping[str, WaterStation | WeatherStation | HazardPoint]] = {
+            "water": self.water, "weather": self.weather, "geohazard": self.hazard_points}
+        return registries.get(feed)
 
     @classmethod
     def load(cls, directory: Path) -> Registries:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -172,10 +172,7 @@ class RulesStage:
 
     def _entry(self, feed: str, source_id: str) -> Any:
         """The registry entry of a registered source (None for incidents, CAP, unknowns)."""
-        registries: dict[str, Mapping[str, Any]] = {
-            "water": self.registries.water, "weather": self.registries.weather,
-            "geohazard": self.registries.hazard_points}
-        return registries.get(feed, {}).get(source_id)
+        return (self.registries.for_feed(feed) or {}).get(source_id)
 
     def expected_interval_s(self, feed: str, source_id: str) -> float | None:
         """How often a registered source should report (None: no expectation, e.g. incidents)."""
@@ -245,15 +242,9 @@ class RulesStage:
 
     def _source(self, obs: Observation) -> tuple[Any, str] | None:
         """The registry entry and display name of the observation's source."""
-        if obs.feed == "water":
-            water = self.registries.water.get(obs.source_id)
-            return (water, water.name) if water else None
-        if obs.feed == "weather":
-            station = self.registries.weather.get(obs.source_id)
-            return (station, station.name) if station else None
-        if obs.feed == "geohazard":
-            point = self.registries.hazard_points.get(obs.source_id)
-            return (point, point.name) if point else None
+        if self.registries.for_feed(obs.feed) is not None:
+            entry = self._entry(obs.feed, obs.source_id)
+            return (entry, entry.name) if entry is not None else None
         if obs.feed == "incident":
             category = CATEGORY_CHINESE.get(obs.attrs.get("category", ""), "突发事件")
             return None, f"{category}（{obs.attrs.get('channel', '')}警情）"

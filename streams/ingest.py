@@ -14,7 +14,7 @@ import numpy as np
 from onemap.errors import InputRejected
 from onemap.geo.crs import to_wgs84
 from onemap.records import Observation, Place
-from onemap.registries import HazardPoint, Registries, WaterStation, WeatherStation
+from onemap.registries import Registries
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS, Feed, Reading
 
@@ -57,10 +57,7 @@ class IngestStage:
 
     def _source(self, reading: Reading) -> _Source:
         """Where the source is and what kind it is, from its registry; unknown -> rejected."""
-        r = self.registries
-        registries: dict[str, Mapping[str, WaterStation | WeatherStation | HazardPoint]] = {
-            "water": r.water, "weather": r.weather, "geohazard": r.hazard_points}
-        registry = registries.get(reading.feed)
+        registry = self.registries.for_feed(reading.feed)
         if registry is None:
             # incidents and CAP warnings have no registry: the record says where it is
             codes = reading.attrs.get("area_codes")
