@@ -193,6 +193,11 @@ class Alert:
     score: float
     score_breakdown: dict[str, float]
     issued_at: datetime
+    #: what notifications do with this transition: "send", or why not ("inhibited",
+    #: "silenced"); the wall shows every transition whatever this says.
+    notify: str = "send"
+    #: why (e.g. the inhibiting alert id, the silence id and its reason); empty for "send".
+    notify_reason: str = ""
 
     @property
     def status(self) -> str:
@@ -205,6 +210,7 @@ class Alert:
             "previous_level": self.previous_level.label, "status": self.status,
             "hazard": self.hazard.to_dict(), "score": self.score,
             "score_breakdown": self.score_breakdown, "issued_at": self.issued_at.isoformat(),
+            "notify": self.notify, "notify_reason": self.notify_reason,
         }
 
     def to_json(self) -> bytes:
@@ -220,4 +226,5 @@ class Alert:
             hazard=Hazard.from_dict(d["hazard"]), score=d["score"],
             score_breakdown=d["score_breakdown"],
             issued_at=datetime.fromisoformat(d["issued_at"]),
+            notify=d.get("notify", "send"), notify_reason=d.get("notify_reason", ""),
         )
