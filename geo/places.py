@@ -22,6 +22,14 @@ class PlaceIndex:
         village = admin_map.village
         self._village_population = dict(zip(village.codes, village.population.tolist(),
                                             strict=True))
+        # every unit's population: the sum of its villages' (a village adds to each ancestor)
+        self._area_population: dict[str, int] = {}
+        for row, people in zip(village.chain.tolist(), village.population.tolist(),
+                               strict=True):
+            for table, index in zip(admin_map.levels, row, strict=True):
+                if index >= 0:
+                    code = str(table.codes[index])
+                    self._area_population[code] = self._area_population.get(code, 0) + int(people)
         # Villages are shown by their short name (美平社区, not 美平社区居委会).
         self._village_names = np.array([*village.short_names, ""])
         self._trees: dict[object, shapely.STRtree] = {}
@@ -102,6 +110,16 @@ class PlaceIndex:
             return None
         point = deepest.representative_point()
         return Place(*parts, *([""] * (8 - len(parts)))), float(point.x), float(point.y)
+
+    def area_population(self, code: str) -> int:
+        """People living in a unit of any level (its villages' sum); 0 for unknown codes.
+
+        >>> index = PlaceIndex.load()
+        >>> index.area_population("440400") == sum(
+        ...     index.area_population(c) for c in index.admin_map.district.codes)
+        True
+        """
+        return self._area_population.get(code, 0)
 
     def population(self, village_code: str) -> int:
         return int(self._village_population.get(village_code, 0))

@@ -125,6 +125,18 @@ class SiteIndex:
         """Sites within ``radius_m`` metres (inclusive) of one point, nearest first."""
         return self.within_many([lon], [lat], [radius_m], kinds=kinds)[0]
 
+    def counts_near(self, lon: float, lat: float, radius_m: float) -> dict[str, int]:
+        """Sites within ``radius_m`` of one point, counted per kind (the urgency's exposure).
+
+        >>> index = SiteIndex.load_default()
+        >>> sum(index.counts_near(113.55, 22.27, 0.0).values())
+        0
+        """
+        counts: dict[str, int] = {}
+        for hit in self.within(lon, lat, radius_m):
+            counts[hit.site.kind] = counts.get(hit.site.kind, 0) + 1
+        return counts
+
     def within_many(self, lon: npt.ArrayLike, lat: npt.ArrayLike, radius_m: npt.ArrayLike,
                     kinds: Collection[str] | None = None) -> list[list[SiteHit]]:
         """:meth:`within` for arrays of hazards (radius may be a scalar), in one tree

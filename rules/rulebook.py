@@ -14,8 +14,8 @@ from onemap.datafiles import file_version, iter_yaml, load_yaml, validate_model
 from onemap.errors import ConfigError
 from onemap.rules.geohazard import GeohazardRule
 from onemap.rules.incident import IncidentRule
+from onemap.rules.lifecycle import LifecyclePolicy
 from onemap.rules.policy import PipelinePolicy
-from onemap.rules.scoring import ScoringModel
 from onemap.rules.urgency import UrgencyModel
 from onemap.rules.water_level import WaterLevelRule
 from onemap.rules.weather import RainstormRule, WindRule
@@ -23,7 +23,7 @@ from onemap.rules.weather import RainstormRule, WindRule
 log = logging.getLogger(__name__)
 
 RuleModel = (WaterLevelRule | RainstormRule | WindRule | GeohazardRule | IncidentRule
-             | ScoringModel | UrgencyModel | PipelinePolicy)
+             | UrgencyModel | LifecyclePolicy | PipelinePolicy)
 
 #: Every rule file names its kind in ``rule:``; one file per kind.
 RULE_MODELS: dict[str, type[RuleModel]] = {
@@ -32,8 +32,8 @@ RULE_MODELS: dict[str, type[RuleModel]] = {
     "wind": WindRule,
     "geohazard": GeohazardRule,
     "incident": IncidentRule,
-    "scoring": ScoringModel,
     "urgency": UrgencyModel,
+    "lifecycle": LifecyclePolicy,
     "pipeline": PipelinePolicy,
 }
 
@@ -47,8 +47,8 @@ class RuleBook:
     wind: WindRule
     geohazard: GeohazardRule
     incident: IncidentRule
-    scoring: ScoringModel
     urgency: UrgencyModel
+    lifecycle: LifecyclePolicy
     pipeline: PipelinePolicy
     version: str
     directory: Path

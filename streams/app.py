@@ -23,6 +23,7 @@ from mode import CrashingSupervisor
 
 from onemap.records import Alert, Hazard, Observation
 from onemap.rules.evaluate import state_key
+from onemap.rules.lifecycle import Mute, rank_area
 from onemap.sinks.base import AlertSink, Outcome
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord
@@ -66,12 +67,20 @@ def make_faust_app(ctx: WorkerContext) -> faust.App:
     )
 
 
+_DELETED = object()
+
+
 class EventBoundTable(MutableMapping[str, Any]):
-    """A faust table seen through the events of one batch.
+    """A faust table seen through the events of one batch, written when the batch is done.
 
     Faust writes a table key to the changelog partition of the *current event*; in a batch
     there is none, so each write first makes current the event its key came from. State thus
     stays co-partitioned with the records that change it, and recovers with them.
+
+    Writes are held (reads see them) until :meth:`seal`, which the stage calls after its
+    output is flushed to the broker: if the worker dies before, the batch is consumed again
+    and its output re-issued under the same ids; were the state written first, the second
+    run would find the batch already applied and its output would be lost.
     """
 
     def __init__(self, table: Any, stream: faust.StreamT[bytes],
@@ -80,11 +89,20 @@ class EventBoundTable(MutableMapping[str, Any]):
         self.stream = cast(faust.Stream[bytes], stream)
         self.table = table
         self.events_by_key = events_by_key
+        self.pending: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
+        if key in self.pending:
+            value = self.pending[key]
+            if value is _DELETED:
+                raise KeyError(key)
+            return value
         return self.table[key]
 
     def get(self, key: str, default: Any = None) -> Any:
+        if key in self.pending:
+            value = self.pending[key]
+            return default if value is _DELETED else value
         return self.table.get(key, default)
 
     def _as_of(self, event: EventT[bytes]) -> Any:
@@ -95,31 +113,41 @@ class EventBoundTable(MutableMapping[str, Any]):
         return previous
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self.events_by_key:
+            raise KeyError(f"{key!r} is not bound to an event of this batch")
+        self.pending[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self.events_by_key:
+            raise KeyError(f"{key!r} is not bound to an event of this batch")
+        self.pending[key] = _DELETED
+
+    def _write(self, key: str, value: Any) -> None:
         event = self.events_by_key[key]
         if isinstance(value, dict):
             value["partition"] = event.message.partition  # for per-partition stream time
         previous = self._as_of(event)
         try:
-            self.table[key] = value
-        finally:
-            self.stream._set_current_event(previous)
-
-    def __delitem__(self, key: str) -> None:
-        previous = self._as_of(self.events_by_key[key])
-        try:
-            del self.table[key]
+            if value is _DELETED:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = value
         finally:
             self.stream._set_current_event(previous)
 
     async def seal(self, producer: Any) -> None:
-        """End the batch with one marker write per changelog partition it touched.
+        """Write the batch's state, then one marker per changelog partition it touched.
 
-        The embedded broker (Tansu) reports a partition's end offset low (DESIGN.md: it
-        answers with the start of the last produced batch), and faust recovers a changelog
-        only up to that end offset, so after a restart the last writes of a partition would
-        be missing. So the batch's writes are flushed first, and a marker follows them in a
-        batch of its own: everything before the marker is recovered.
+        Call it after the batch's output is flushed. The embedded broker (Tansu) reports a
+        partition's end offset low (DESIGN.md: it answers with the start of the last
+        produced batch), and faust recovers a changelog only up to that end offset, so after
+        a restart the last writes of a partition would be missing. So the batch's writes are
+        flushed first, and a marker follows them in a batch of its own: everything before
+        the marker is recovered.
         """
+        for key, value in self.pending.items():
+            self._write(key, value)
+        self.pending.clear()
         await producer.flush()
         last_per_partition: dict[int, EventT[bytes]] = {}
         for event in self.events_by_key.values():
@@ -160,6 +188,8 @@ class Pipeline:
             "onemap-alert-state", default=dict, key_type=str,
             partitions=partitions)
         self.m.rules_version.labels(ctx.rulebook.current.version).set(1)
+        #: the silence check the lifecycle stage applies (None: no silences known)
+        self.mute: Mute | None = None
         for feed, topic_name in INPUT_TOPICS.items():
             if feed in FEEDS:
                 self.agent(self.topic(topic_name), f"onemap.ingest.{feed}",
@@ -238,7 +268,6 @@ class Pipeline:
                                     {state_key(o): e for o, e in decoded})
             result = self.ctx.rules.process([o for o, _ in decoded], state,
                                             self.ctx.rulebook.current)
-            await state.seal(self.app.producer)
             now = self.ctx.now()
             event_of = {id(o): e for o, e in decoded}  # the exact record, for its bytes
             for rejected in result.rejected:
@@ -251,8 +280,10 @@ class Pipeline:
                 if count:
                     self.m.rule_decisions.labels(decision.value).inc(count)
             for hazard in result.hazards:
-                await self.hazards.send(key=hazard.place.area_code.encode(),
+                await self.hazards.send(key=rank_area(hazard.place).encode(),
                                         value=hazard.to_json())
+            await self.app.producer.flush()
+            await state.seal(self.app.producer)  # after the output: see EventBoundTable
             self.m.records_out.labels("rules").inc(len(result.hazards))
             self.m.batch_seconds.labels("rules").observe(time.perf_counter() - started)
 
@@ -260,18 +291,26 @@ class Pipeline:
         async for events in self.batches(stream):
             started = time.perf_counter()
             decoded = await self.decode(events, "lifecycle", Hazard.from_json)
-            state = EventBoundTable(self.alert_state, stream,
-                                    {h.hazard_id: e for h, e in decoded})
+            bound: dict[str, EventT[bytes]] = {}
+            for h, e in decoded:  # a hazard's state and its area's live index, bound to it
+                for key in self.ctx.lifecycle.state_keys(h):
+                    bound[key] = e
+            state = EventBoundTable(self.alert_state, stream, bound)
             now = self.ctx.now()
-            out = self.ctx.lifecycle.process([h for h, _ in decoded], state,
-                                             self.ctx.rulebook.current.scoring, now)
-            await state.seal(self.app.producer)
+            book = self.ctx.rulebook.current
+            out = self.ctx.lifecycle.process([h for h, _ in decoded], state, book.urgency,
+                                             book.lifecycle, now=now, mute=self.mute)
+            # The alerts go out before the state that records them: if the worker dies in
+            # between, the hazards are processed again and the same alert ids re-issued
+            # (sinks are idempotent on them); the other order would lose the alerts.
             for alert in out:
                 self.m.alerts.labels(alert.level.label, alert.transition).inc()
                 self.m.event_to_alert.observe(
                     max(0.0, (now - alert.hazard.observed_at).total_seconds()))
-                await self.alerts.send(key=alert.hazard.place.area_code.encode(),
+                await self.alerts.send(key=rank_area(alert.hazard.place).encode(),
                                        value=alert.to_json())
+            await self.app.producer.flush()
+            await state.seal(self.app.producer)
             self.m.records_out.labels("lifecycle").inc(len(out))
             self.m.batch_seconds.labels("lifecycle").observe(time.perf_counter() - started)
 
@@ -290,7 +329,7 @@ class Pipeline:
             self.ctx.rulebook.current)
         for hazard in hazards:
             self.m.rule_decisions.labels("source-silent").inc()
-            await self.hazards.send(key=hazard.place.area_code.encode(), value=hazard.to_json())
+            await self.hazards.send(key=rank_area(hazard.place).encode(), value=hazard.to_json())
 
     async def reload_rules(self) -> None:
         outcome = self.ctx.rulebook.maybe_reload()

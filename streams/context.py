@@ -9,10 +9,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from onemap.geo.places import PlaceIndex
+from onemap.geo.proximity import SiteIndex
 from onemap.metrics import PipelineMetrics, SinkMetrics
 from onemap.registries import Registries, default_registries_dir
 from onemap.rules.evaluate import RulesStage
-from onemap.rules.lifecycle import LifecycleStage
+from onemap.rules.lifecycle import Exposure, LifecycleStage
 from onemap.rules.rulebook import RuleBookHolder, default_rules_dir
 from onemap.settings import Settings
 from onemap.sinks.sms.roster import DutyRoster, load_roster
@@ -38,10 +40,16 @@ class WorkerContext:
     now: Callable[[], datetime] = utc_now
 
 
+def exposure_of(places: PlaceIndex, registries_dir: Path) -> Exposure:
+    """The urgency's exposure from the map (population of any unit) and the vulnerable-site
+    registry of ``registries_dir`` (the shipped one if the directory has none)."""
+    path = registries_dir / "vulnerable_sites.csv"
+    sites = SiteIndex.from_csv(path) if path.exists() else SiteIndex.load_default()
+    return Exposure(population_of=places.area_population, sites_near=sites.counts_near)
+
+
 def build_context(settings: Settings, registry: CollectorRegistry | None = None) -> WorkerContext:
     """Load boundaries, registries, rules and roster; any defect fails here, before consuming."""
-    from onemap.geo.places import PlaceIndex
-
     registries_dir = settings.registries_dir or default_registries_dir()
     registries = Registries.load(registries_dir)
     places = PlaceIndex.load(settings.boundaries_dir)
@@ -53,7 +61,7 @@ def build_context(settings: Settings, registry: CollectorRegistry | None = None)
         ingest=IngestStage(finder, registries, find_area=places.find_area,
                            find_codes=places.find_codes),
         rules=RulesStage(registries),
-        lifecycle=LifecycleStage(places.population),
+        lifecycle=LifecycleStage(exposure_of(places, Path(registries_dir))),
         rulebook=holder,
         roster=load_roster(Path(registries_dir) / "duty_roster.yaml"),
         registries=registries,

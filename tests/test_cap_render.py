@@ -21,7 +21,7 @@ from onemap.rules.cap_render import (
     clean_text,
     render_cap,
 )
-from onemap.rules.lifecycle import LifecycleStage
+from onemap.rules.lifecycle import Exposure, LifecycleStage
 from onemap.rules.rulebook import default_rules_dir, load_rulebook
 from onemap.streams.feeds.cap import (
     CapAlert,
@@ -52,14 +52,15 @@ def hazard(level: WarningLevel, previous: WarningLevel, minutes: int = 0, *,
 
 def lifecycle(levels: list[WarningLevel], *, exercise: bool = False) -> list[Alert]:
     """Alerts as the real lifecycle stage makes them, one transition per level change."""
-    stage = LifecycleStage(population_of=lambda code: 5_000)
-    scoring = load_rulebook(default_rules_dir()).scoring
+    stage = LifecycleStage(Exposure(population_of=lambda code: 5_000))
+    book = load_rulebook(default_rules_dir())
     state: dict[str, dict[str, int]] = {}
     alerts: list[Alert] = []
     previous = N
     for i, level in enumerate(levels):
         alerts += stage.process([hazard(level, previous, 10 * i, exercise=exercise)], state,
-                                scoring, T0 + timedelta(minutes=10 * i, seconds=5))
+                                book.urgency, book.lifecycle,
+                                now=T0 + timedelta(minutes=10 * i, seconds=5))
         previous = level
     return alerts
 

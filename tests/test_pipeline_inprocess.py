@@ -13,6 +13,7 @@ from onemap.registries import Registries, default_registries_dir
 from onemap.rules.evaluate import RulesStage
 from onemap.rules.lifecycle import LifecycleStage
 from onemap.rules.rulebook import default_rules_dir, load_rulebook
+from onemap.streams.context import exposure_of
 from onemap.streams.deadletter import RawRecord
 from onemap.streams.ingest import IngestStage
 
@@ -27,7 +28,7 @@ class Pipeline:
         self.ingest = IngestStage(PLACES.find, REGISTRIES, find_area=PLACES.find_area,
                                   find_codes=PLACES.find_codes)
         self.rules = RulesStage(REGISTRIES)
-        self.lifecycle = LifecycleStage(PLACES.population)
+        self.lifecycle = LifecycleStage(exposure_of(PLACES, default_registries_dir()))
         self.source_state: dict[str, Any] = {}
         self.alert_state: dict[str, Any] = {}
         self.dead: list[str] = []
@@ -39,7 +40,8 @@ class Pipeline:
         self.dead += [d.reason for d in ingested.dead_letters]
         ruled = self.rules.process(ingested.observations, self.source_state, BOOK)
         self.dead += [r.reason for r in ruled.rejected]
-        return self.lifecycle.process(ruled.hazards, self.alert_state, BOOK.scoring, NOW)
+        return self.lifecycle.process(ruled.hazards, self.alert_state, BOOK.urgency,
+                                      BOOK.lifecycle, now=NOW)
 
 
 def test_rainstorm_at_a_station_becomes_a_located_scored_alert() -> None:
@@ -54,7 +56,7 @@ def test_rainstorm_at_a_station_becomes_a_located_scored_alert() -> None:
     # each station stands inside the town it is named after (红旗自动气象站 -> 红旗镇)
     assert red.hazard.place.town_name.startswith(station.name.removesuffix("自动气象站"))
     assert red.hazard.source_name == station.name
-    assert red.score_breakdown["level"] == 100.0 and red.score_breakdown["exposure"] > 0
+    assert red.score_breakdown["level"] == 100.0 and red.score_breakdown["exposure_population"] > 0
 
 
 def test_incident_is_located_by_its_own_position() -> None:
