@@ -18,13 +18,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mutabl
 from typing import Any, TypeVar, cast
 
 import faust
+import redis.asyncio as aioredis
 from faust.types import EventT
 from mode import CrashingSupervisor
+from redis.exceptions import RedisError
 
 from onemap.records import Alert, Hazard, Observation
 from onemap.rules.evaluate import state_key
-from onemap.rules.lifecycle import Mute, rank_area
+from onemap.rules.lifecycle import rank_area
+from onemap.rules.silences import Silence, silenced_by
 from onemap.sinks.base import AlertSink, Outcome
+from onemap.sinks.silences import read_silences
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS
@@ -36,6 +40,7 @@ INPUT_TOPICS = {name: f"in.{name}" for name in ("weather", "water", "geohazard",
 PIPELINE_TOPICS = ("observations", "hazards", "alerts", "deadletter")
 SINK_RETRY_MAX_S = 30.0
 SILENCE_CHECK_S = 5.0
+SILENCES_REFRESH_S = 5.0
 #: keys of the per-partition changelog markers (see EventBoundTable.seal); not state
 MARKER_PREFIX = "__marker__:"
 
@@ -169,9 +174,11 @@ class EventBoundTable(MutableMapping[str, Any]):
 class Pipeline:
     """The faust app with one agent per stage; each agent a shell around its pure stage."""
 
-    def __init__(self, ctx: WorkerContext, sinks: Sequence[AlertSink]) -> None:
+    def __init__(self, ctx: WorkerContext, sinks: Sequence[AlertSink],
+                 redis: aioredis.Redis | None = None) -> None:
         self.ctx = ctx
         self.sinks = list(sinks)
+        self.redis = redis
         self.m = ctx.metrics
         self.app = make_faust_app(ctx)
         self.observations = self.topic("observations")
@@ -188,8 +195,10 @@ class Pipeline:
             "onemap-alert-state", default=dict, key_type=str,
             partitions=partitions)
         self.m.rules_version.labels(ctx.rulebook.current.version).set(1)
-        #: the silence check the lifecycle stage applies (None: no silences known)
-        self.mute: Mute | None = None
+        #: silences in force, refreshed from Redis (the wall's API writes them); the last
+        #: good list is kept while Redis is unreachable
+        self.silences: list[Silence] = []
+        self._silences_read_at = -SILENCES_REFRESH_S
         for feed, topic_name in INPUT_TOPICS.items():
             if feed in FEEDS:
                 self.agent(self.topic(topic_name), f"onemap.ingest.{feed}",
@@ -291,6 +300,7 @@ class Pipeline:
         async for events in self.batches(stream):
             started = time.perf_counter()
             decoded = await self.decode(events, "lifecycle", Hazard.from_json)
+            await self.refresh_silences()
             bound: dict[str, EventT[bytes]] = {}
             for h, e in decoded:  # a hazard's state and its area's live index, bound to it
                 for key in self.ctx.lifecycle.state_keys(h):
@@ -330,6 +340,26 @@ class Pipeline:
         for hazard in hazards:
             self.m.rule_decisions.labels("source-silent").inc()
             await self.hazards.send(key=rank_area(hazard.place).encode(), value=hazard.to_json())
+
+    def mute(self, hazard: Hazard) -> str | None:
+        """Why a hazard's notifications are silenced (a silence in force at its event
+        time), or None."""
+        silence = silenced_by(hazard, self.silences, hazard.observed_at)
+        if silence is None:
+            return None
+        return (f"silence {silence.id} by {silence.created_by} until "
+                f"{silence.ends_at.isoformat()}: {silence.comment}")[:300]
+
+    async def refresh_silences(self) -> None:
+        """Re-read the silences if the copy is older than SILENCES_REFRESH_S (called before
+        each lifecycle batch, so a silence set on the wall applies within that time)."""
+        if self.redis is None or time.monotonic() - self._silences_read_at < SILENCES_REFRESH_S:
+            return
+        self._silences_read_at = time.monotonic()
+        try:
+            self.silences = await read_silences(self.redis)
+        except RedisError as exc:
+            log.warning("cannot read silences, keeping %d known: %s", len(self.silences), exc)
 
     async def reload_rules(self) -> None:
         outcome = self.ctx.rulebook.maybe_reload()

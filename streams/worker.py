@@ -45,7 +45,7 @@ def run_worker(settings: Settings) -> int:
     sinks: list[AlertSink] = [RedisStateSink(client),
              SmsSink(client, provider, roster=lambda: ctx.roster, now=ctx.now,
                      registries=ctx.registries)]
-    app = Pipeline(ctx, sinks).app
+    app = Pipeline(ctx, sinks, redis=client).app
     log.warning("worker starting: kafka=%s redis=%s metrics=http://%s:%d/metrics",
                 settings.kafka_url, settings.redis_url, settings.metrics_host,
                 settings.metrics_port)

@@ -154,3 +154,36 @@ def test_rainstorm_from_weather_feed_and_too_late_reading_in_dead_letter(
     rejected = json.loads(base64.b64decode(letter["original_b64"]))
     assert rejected["values"] == {"rain_mm": 5.0}
     assert rejected["observed_at"] == "2017-08-23T11:30:00+08:00"
+
+
+def test_a_silence_set_on_the_wall_mutes_the_station_alert_but_keeps_it_on_the_ledger(
+    worker: RunningWorker, broker: Broker, redis_url: str, redis_client: redis.Redis,
+) -> None:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from onemap.rules.silences import Matchers, Silence
+    from onemap.sinks.silences import add_silence
+
+    start = datetime(2017, 8, 23, 0, 0, tzinfo=UTC)  # the readings' own event time
+    silence = Silence(id="maint-1", matchers=Matchers(source_id="ZH-TIDE-001"),
+                      starts_at=start, ends_at=start + timedelta(hours=12),
+                      created_by="值班员张三", comment="潮位站检修")
+
+    async def store() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        await add_silence(client, silence)
+        await client.aclose()
+
+    asyncio.run(store())
+    time.sleep(6)  # the worker reads silences every 5 s
+    produce(broker.bootstrap, worker.topic("in.water"),
+            [water("ZH-TIDE-001", 1.20, 0), water("ZH-TIDE-001", 3.50, 5)],
+            key=b"ZH-TIDE-001")
+    stored = wait_for(lambda: redis_client.hget("onemap:alert:water_level:ZH-TIDE-001",
+                                                "alert"), what="the silenced alert on the wall")
+    alert = json.loads(stored)
+    assert alert["level"] == "red"
+    assert alert["notify"] == "silenced"
+    assert "maint-1" in alert["notify_reason"] and "潮位站检修" in alert["notify_reason"]
