@@ -198,6 +198,9 @@ class Alert:
     notify: str = "send"
     #: why (e.g. the inhibiting alert id, the silence id and its reason); empty for "send".
     notify_reason: str = ""
+    #: (alert id, issued at) of the earlier transitions of this alert since it was new,
+    #: oldest first: the references of its CAP Update / Cancel (rules/cap_render.py).
+    earlier: tuple[tuple[str, datetime], ...] = ()
 
     @property
     def status(self) -> str:
@@ -211,6 +214,7 @@ class Alert:
             "hazard": self.hazard.to_dict(), "score": self.score,
             "score_breakdown": self.score_breakdown, "issued_at": self.issued_at.isoformat(),
             "notify": self.notify, "notify_reason": self.notify_reason,
+            "earlier": [[a, t.isoformat()] for a, t in self.earlier],
         }
 
     def to_json(self) -> bytes:
@@ -227,4 +231,5 @@ class Alert:
             score_breakdown=d["score_breakdown"],
             issued_at=datetime.fromisoformat(d["issued_at"]),
             notify=d.get("notify", "send"), notify_reason=d.get("notify_reason", ""),
+            earlier=tuple((str(a), datetime.fromisoformat(t)) for a, t in d.get("earlier", [])),
         )

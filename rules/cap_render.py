@@ -161,6 +161,14 @@ def cap_identity(alert: Alert, sender: str = DEFAULT_SENDER) -> CapReference:
                         alert.issued_at.replace(microsecond=0))
 
 
+def earlier_identities(alert: Alert, sender: str = DEFAULT_SENDER) -> list[CapReference]:
+    """The CAP identities of the earlier transitions the alert remembers (``Alert.earlier``)."""
+    return [CapReference(_check_sender(sender),
+                         cap_identifier(alert_id, exercise=alert.hazard.exercise),
+                         issued_at.replace(microsecond=0))
+            for alert_id, issued_at in alert.earlier]
+
+
 def render_cap(
     alert: Alert | Mapping[str, Any],
     *,
@@ -177,11 +185,14 @@ def render_cap(
 
     ``alert`` is an :class:`~onemap.records.Alert` or its ledger dict (``Alert.to_dict()``).
     ``previous`` are the identities of the earlier messages this one updates or cancels;
-    required for every transition but ``new``. Raises ValueError on a transition it does not
-    know, a missing ``previous``, a naive time or a sender CAP forbids.
+    required for every transition but ``new``; by default those the alert remembers
+    (``Alert.earlier``, written by the lifecycle stage). Raises ValueError on a transition it
+    does not know, a missing ``previous``, a naive time or a sender CAP forbids.
     """
     if not isinstance(alert, Alert):
         alert = Alert.from_json(dumps(dict(alert)))
+    if not previous:
+        previous = earlier_identities(alert, sender)
     msg_type = MSG_TYPES.get(alert.transition)
     if msg_type is None:
         raise ValueError(f"unknown alert transition {alert.transition!r}; expected one of "

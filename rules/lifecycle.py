@@ -49,6 +49,8 @@ LevelName = Literal["blue", "yellow", "orange", "red"]
 EqualField = Literal["hazard_type", "feed", "source_id"]
 #: State keys that are not hazards: the open hazards of each rank area.
 LIVE_PREFIX: Final = "__live__:"
+#: How many earlier transitions an alert remembers for its CAP references.
+MAX_EARLIER: Final = 50
 
 
 class Transition(enum.Enum):
@@ -236,12 +238,16 @@ class LifecycleStage:
         elif inhibitor is not None:
             notify, why = "inhibited", f"{inhibitor[0]}: {inhibitor[1]}"
         first_seen = previous.get("first_seen") if open_level is not None else None
+        earlier: list[list[str]] = list(previous.get("earlier", [])) \
+            if open_level is not None else []
         is_open = step != Transition.RESOLVED
         state[hazard.hazard_id] = {
             "seq": seq, "level": int(hazard.level), "open": is_open,
             "observed_at": hazard.observed_at.isoformat(),
             "first_seen": first_seen or hazard.observed_at.isoformat(),
-            **({"hazard": hazard.to_dict()} if is_open else {}),
+            **({"hazard": hazard.to_dict(),
+                "earlier": [*earlier, [f"{hazard.hazard_id}#{seq}", now.isoformat()]][
+                    -MAX_EARLIER:]} if is_open else {}),
         }
         ids = set(live_ids)
         (ids.add if is_open else ids.discard)(hazard.hazard_id)
@@ -256,6 +262,7 @@ class LifecycleStage:
             previous_level=open_level if open_level is not None else WarningLevel.NONE,
             hazard=hazard, score=score, score_breakdown=breakdown, issued_at=now,
             notify=notify, notify_reason=why,
+            earlier=tuple((a, datetime.fromisoformat(t)) for a, t in earlier),
         )
 
     def _open_hazards(self, ids: Sequence[str],

@@ -246,3 +246,13 @@ def test_arbitrary_text_renders_valid_cap_and_round_trips(
     assert float(info.parameter("onemap:score") or "nan") == score
     circle = info.areas[0].circles[0]
     assert (circle.lon, circle.lat) == (pytest.approx(lon, abs=1e-6), pytest.approx(lat, abs=1e-6))
+
+
+def test_ledger_alerts_carry_their_own_cap_references() -> None:
+    """The lifecycle stage writes the earlier transitions on every alert, so any consumer of
+    the ledger renders a complete Update / Cancel without looking anything up."""
+    explicit = render_chain(FULL)
+    from_ledger = [render_cap(Alert.from_json(a.to_json())) for a in FULL]
+    assert from_ledger == explicit
+    again = lifecycle([Y, N, Y])  # a new lifecycle after the resolution forgets the old one
+    assert [len(a.earlier) for a in again] == [0, 1, 0]
