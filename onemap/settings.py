@@ -40,6 +40,10 @@ class Settings:
         None, "ONEMAP_DASHBOARD_TOKEN",
         "Viewer token for the wall display (required unless it listens on loopback).",
         secret=True)
+    dashboard_operators: Path | None = setting(
+        None, "ONEMAP_DASHBOARD_OPERATORS",
+        "Operators file (YAML: name, role, token_sha256) of who may act through the wall's "
+        "API (closed-loop steps, silences); none: nobody may (docs/dashboard.md).")
     dashboard_tile_url: str | None = setting(
         None, "ONEMAP_DASHBOARD_TILE_URL",
         "Optional base-map tile URL template (http(s)://.../{z}/{x}/{y}.png); none by default.")
@@ -67,6 +71,10 @@ class Settings:
     batch_size: int = setting(500, "ONEMAP_BATCH_SIZE", "Records per stage batch.")
     batch_wait_s: float = setting(
         0.05, "ONEMAP_BATCH_WAIT", "Longest wait to fill a batch before processing it anyway.")
+    fetch_max_wait_s: float = setting(
+        0.1, "ONEMAP_FETCH_MAX_WAIT",
+        "Longest a consumer fetch waits for records; brokers that do not answer early "
+        "(the embedded one) add up to this at every stage.")
     data_dir: Path = setting(
         Path("var"), "ONEMAP_DATA_DIR", "Where local state lives (SMS outbox, faust tables).")
     rules_dir: Path | None = setting(
