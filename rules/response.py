@@ -82,7 +82,7 @@ class Loop:
         return cls(tuple(Step.from_dict(s) for s in d.get("steps", [])))
 
 
-def _malformed(step: Step) -> str | None:
+def malformed(step: Step) -> str | None:
     """What is wrong with the step itself, whatever the loop (None: nothing)."""
     problems = (
         (step.step not in STEPS, f"unknown step {step.step!r}; expected one of {', '.join(STEPS)}"),
@@ -100,7 +100,7 @@ def _malformed(step: Step) -> str | None:
 
 def check_step(loop: Loop, step: Step) -> str:
     """Why ``step`` may or may not follow ``loop``: 'accepted', 'already', or the refusal."""
-    problem = _malformed(step)
+    problem = malformed(step)
     if problem is not None:
         return problem
     wanted = STEPS.index(step.step)

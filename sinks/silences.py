@@ -57,13 +57,9 @@ async def add_silence(client: aioredis.Redis, silence: Silence) -> None:
     why = validate_silence(silence)
     if why != VALID:
         raise ValueError(why)
-    payload = orjson.dumps(silence.to_dict())
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hsetnx(SILENCES_KEY, silence.id, payload)
-        pipe.publish(SILENCES_CHANNEL, silence.id)
-        created, _ = await pipe.execute()
-    if not created:
+    if not await client.hsetnx(SILENCES_KEY, silence.id, orjson.dumps(silence.to_dict())):
         raise ValueError(f"a silence with id {silence.id!r} exists already")
+    await client.publish(SILENCES_CHANNEL, silence.id)
 
 
 async def expire_silence(client: aioredis.Redis, id: str, at: datetime) -> Silence | None:

@@ -1,9 +1,12 @@
-"""Area warning levels for the wall map: the roll-up village → town → district → city.
+"""The roll-up village → town → district → city as one batch function: the *definition*
+the live ranking is checked against, not what the wall runs.
 
-Why a module of its own: the colour of every area on the wall is a decision, so it is a pure
-function of the open alerts that tests call directly. Today the dashboard computes it from the
-alerts it reads from Redis; later the ranking stage will write area state itself and can call
-the same function.
+Why it is kept: the wall's colours, counts and risk indices come from the incremental
+:class:`onemap.rules.ranking.Ranking` (``LiveState`` feeds it every alert). An independent
+batch statement of the same rule, over (place, level) pairs or the ledger JSON in Redis, is
+the oracle that the ranking's tests (tests/test_ranking.py) and the wall's browser tests
+(map colours equal the roll-up of what Redis holds) compare against. Nothing in the running
+system imports it.
 
 The rule: an area's level is the highest level of the open *actual* alerts located inside it.
 An alert's place carries its codes at every level (city, district, town, village), so one alert
@@ -24,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from onemap.levels import COLOURS, WarningLevel
+from onemap.levels import WarningLevel
 from onemap.records import Place
 
 #: The place fields holding the codes of each level, coarse to fine.
@@ -65,34 +68,3 @@ def area_levels(alerts: Iterable[Mapping[str, Any]]) -> dict[str, WarningLevel]:
     return roll_up(
         (Place.from_dict(a["hazard"]["place"]), WarningLevel.parse(a["level"]))
         for a in alerts if is_open_actual(a))
-
-
-def district_counts(alerts: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    """District code → number of open actual alerts per level label ('' = not in a district).
-
-    >>> a = {"status": "actual", "transition": "new", "level": "red",
-    ...      "hazard": {"place": {"district_code": "440402"}}}
-    >>> district_counts([a, a, {**a, "level": "blue"}])["440402"]
-    {'blue': 1, 'yellow': 0, 'orange': 0, 'red': 2}
-    """
-    out: dict[str, dict[str, int]] = {}
-    for a in alerts:
-        if not is_open_actual(a):
-            continue
-        code = str(a["hazard"]["place"].get("district_code", ""))
-        row = out.setdefault(code, {c.label: 0 for c in COLOURS})
-        row[WarningLevel.parse(a["level"]).label] += 1
-    return out
-
-
-def level_counts(alerts: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Number of open actual alerts per level label, every colour present.
-
-    >>> level_counts([{"status": "actual", "transition": "new", "level": "red"}])
-    {'blue': 0, 'yellow': 0, 'orange': 0, 'red': 1}
-    """
-    out = {c.label: 0 for c in COLOURS}
-    for a in alerts:
-        if is_open_actual(a):
-            out[WarningLevel.parse(a["level"]).label] += 1
-    return out

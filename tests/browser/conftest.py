@@ -22,12 +22,17 @@ import pytest
 import redis
 
 from onemap.embedded import free_port, onemap_command, spawn, stop, wait_until
+from onemap.sinks.dashboard.auth import token_sha256
 
 CHROMIUM = os.environ.get("ONEMAP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
 TOKEN = "wall-test-token-7f3a"
+#: An operator (may act) and a named viewer, in the operators file every test dashboard gets.
+OPERATOR_TOKEN = "wall-test-operator-token-51c9e2"
+OPERATOR_NAME = "值班员甲"
+NAMED_VIEWER_TOKEN = "wall-test-named-viewer-8d04"
 #: Records CSP violations before any page script runs (injected by Playwright, not inline).
 CSP_PROBE = """
 window.__cspViolations = [];
@@ -44,6 +49,7 @@ class RunningDashboard:
     proc: subprocess.Popen[bytes]
     log: Path
     redis_url: str
+    operator_token: str = OPERATOR_TOKEN
 
     def get(self, path: str, *, token: bool = True,
             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -90,11 +96,24 @@ def browser(chromium_path: str) -> Iterator[Any]:
         launched.close()
 
 
+def write_operators(path: Path) -> Path:
+    """The operators file: names, roles and the SHA-256 of each token (never the token)."""
+    path.write_text(
+        "version: 1\noperators:\n"
+        f"  - {{name: {OPERATOR_NAME}, role: operator, "
+        f"token_sha256: {token_sha256(OPERATOR_TOKEN)}}}\n"
+        f"  - {{name: 值班观察员, role: viewer, "
+        f"token_sha256: {token_sha256(NAMED_VIEWER_TOKEN)}}}\n",
+        encoding="utf-8")
+    return path
+
+
 def start_dashboard(redis_url: str, tmp: Path, token: str = TOKEN) -> RunningDashboard:
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ONEMAP_")},
            "ONEMAP_REDIS": redis_url, "ONEMAP_DASHBOARD_PORT": str(port),
-           "ONEMAP_DASHBOARD_TOKEN": token, "ONEMAP_LOG_LEVEL": "INFO"}
+           "ONEMAP_DASHBOARD_TOKEN": token, "ONEMAP_LOG_LEVEL": "INFO",
+           "ONEMAP_DASHBOARD_OPERATORS": str(write_operators(tmp / "operators.yaml"))}
     log = tmp / "dashboard.log"
     proc = spawn(onemap_command("dashboard"), env=env, log_path=log)
     dash = RunningDashboard(f"http://127.0.0.1:{port}", token, proc, log, redis_url)

@@ -182,11 +182,10 @@ def test_feed_text_with_markup_is_shown_as_text(
                            hazard_type="incident", reason=f"群众报警：{hostile}",
                            source_name=f"12345热线{hostile}", exposure=95)
     kit.write_alerts(dashboard.redis_url, [alert])
-    row = page.wait_for_selector(f'#top-list li[data-hazard="{alert.hazard_id}"]',
-                                 timeout=2_000)
-    assert row is not None
-    assert hostile in (row.query_selector(".source") or row).text_content()
-    row.click()
+    selector = f'#top-list li[data-hazard="{alert.hazard_id}"]'
+    page.wait_for_selector(selector, timeout=2_000)
+    assert hostile in page.locator(selector + " .source").text_content()
+    page.click(selector)  # by selector: a push may have redrawn the list meanwhile
     page.wait_for_selector("#detail:not([hidden])")
     assert hostile in page.locator("#detail .reason").text_content()
     assert page.locator("#detail img, #top-list img, #ticker img, #detail script").count() == 0

@@ -99,7 +99,7 @@ def test_screenshots_at_both_wall_resolutions(open_wall: Any, dashboard: Running
         if width == 1920:
             # zoomed in on the worst town: villages coloured, markers apart
             page.evaluate("""() => {
-                const w = window.onemapWall, a = w.summary.top[0].hazard;
+                const w = window.onemapWall, a = w.summary.top[0];
                 w.map.setView([a.lat, a.lon], w.homeZoom + 2.5, {animate: false}); }""")
             page.wait_for_function("() => window.onemapWall.mode === 'village'")
             time.sleep(1.0)
