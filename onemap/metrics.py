@@ -83,6 +83,14 @@ class SinkMetrics:
         self.sms = Counter(
             "onemap_sms_messages_total", "SMS messages by outcome.", ["outcome"],
             registry=registry)
+        self.sms_decisions = Counter(
+            "onemap_sms_storm_decisions_total",
+            "SMS storm-protection decisions per message: send, hold, fold, and why.",
+            ["action", "why"], registry=registry)
+        self.sms_not_sent = Counter(
+            "onemap_sms_not_sent_total",
+            "Alert transitions that made no SMS because notifications were muted.",
+            ["reason"], registry=registry)
         self.batch_seconds = Histogram(
             "onemap_sink_batch_duration_seconds", "Time to deliver one batch, per sink.",
             ["sink"], buckets=STAGE_BUCKETS, registry=registry)

@@ -30,6 +30,8 @@ from onemap.rules.lifecycle import rank_area
 from onemap.rules.silences import Silence, silenced_by
 from onemap.sinks.base import AlertSink, Outcome
 from onemap.sinks.silences import read_silences
+from onemap.sinks.sms.followup import ESCALATION_CHECK_S, SmsFollowUp
+from onemap.sinks.sms.sink import SmsSink
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS
@@ -42,6 +44,8 @@ PIPELINE_TOPICS = ("observations", "hazards", "alerts", "deadletter")
 SINK_RETRY_MAX_S = 30.0
 SILENCE_CHECK_S = 5.0
 SILENCES_REFRESH_S = 5.0
+#: how often held SMS are checked for a due summary
+SMS_TICK_S = 15.0
 #: keys of the per-partition changelog markers (see EventBoundTable.seal); not state
 MARKER_PREFIX = "__marker__:"
 
@@ -196,11 +200,13 @@ class EventBoundTable(MutableMapping[str, Any]):
 class Pipeline:
     """The faust app with one agent per stage; each agent a shell around its pure stage."""
 
-    def __init__(self, ctx: WorkerContext, sinks: Sequence[AlertSink],
-                 redis: aioredis.Redis | None = None) -> None:
+    def __init__(self, ctx: WorkerContext, sinks: Sequence[AlertSink], *,
+                 redis: aioredis.Redis | None = None, sms: SmsSink | None = None,
+                 follow_up: SmsFollowUp | None = None) -> None:
         self.ctx = ctx
         self.sinks = list(sinks)
         self.redis = redis
+        self.follow_up = follow_up
         self.m = ctx.metrics
         self.app = make_faust_app(ctx)
         self.observations = self.topic("observations")
@@ -232,6 +238,14 @@ class Pipeline:
             self.agent(self.alerts, f"onemap.sinks.{sink.name}", self._sink_agent(sink))
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_rules)
         self.app.timer(interval=SILENCE_CHECK_S)(self.check_silence)
+        self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_roster)
+        # SMS follow-ups: summaries of held messages, escalation of unacknowledged alerts,
+        # deputies of undeliverable ones. Every worker may run them: each step is claimed
+        # once in Redis.
+        if sms is not None:
+            self.app.timer(interval=SMS_TICK_S)(sms.tick)
+        if follow_up is not None:
+            self.app.timer(interval=ESCALATION_CHECK_S)(follow_up.tick)
         # --- health: consumer lag, feed activity, live hazards, onemap:feeds (streams/health.py)
         consumed = [self.ctx.settings.topic(t) for t in (*INPUT_TOPICS.values(),
                                                           "observations", "hazards", "alerts")]
@@ -382,6 +396,12 @@ class Pipeline:
             self.silences = await read_silences(self.redis)
         except RedisError as exc:
             log.warning("cannot read silences, keeping %d known: %s", len(self.silences), exc)
+
+    async def reload_roster(self) -> None:
+        outcome = self.ctx.roster.maybe_reload()
+        if outcome is not None and self.follow_up is not None \
+                and self.follow_up.metrics is not None:
+            self.follow_up.metrics.roster_reloads.labels(outcome).inc()
 
     async def reload_rules(self) -> None:
         outcome = self.ctx.rulebook.maybe_reload()

@@ -10,14 +10,15 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from onemap.geo.places import PlaceIndex
-from onemap.geo.proximity import SiteIndex
+from onemap.geo.proximity import SiteIndex, default_sites_path
 from onemap.metrics import PipelineMetrics, SinkMetrics
 from onemap.registries import Registries, default_registries_dir
 from onemap.rules.evaluate import RulesStage
 from onemap.rules.lifecycle import Exposure, LifecycleStage
 from onemap.rules.rulebook import RuleBookHolder, default_rules_dir
 from onemap.settings import Settings
-from onemap.sinks.sms.roster import DutyRoster, load_roster
+from onemap.sinks.sms.roster import RosterHolder
+from onemap.sinks.sms.storm import StormLimits, default_limits_path, load_limits
 from onemap.streams.ingest import IngestStage, PlaceFinder
 
 
@@ -32,7 +33,8 @@ class WorkerContext:
     rules: RulesStage
     lifecycle: LifecycleStage
     rulebook: RuleBookHolder
-    roster: DutyRoster
+    roster: RosterHolder
+    sms_limits: StormLimits
     registries: Registries
     metrics: PipelineMetrics
     sink_metrics: SinkMetrics
@@ -40,11 +42,15 @@ class WorkerContext:
     now: Callable[[], datetime] = utc_now
 
 
+def _in_or_shipped(path: Path, shipped: Path) -> Path:
+    return path if path.exists() else shipped
+
+
 def exposure_of(places: PlaceIndex, registries_dir: Path) -> Exposure:
     """The urgency's exposure from the map (population of any unit) and the vulnerable-site
     registry of ``registries_dir`` (the shipped one if the directory has none)."""
-    path = registries_dir / "vulnerable_sites.csv"
-    sites = SiteIndex.from_csv(path) if path.exists() else SiteIndex.load_default()
+    sites = SiteIndex.from_csv(_in_or_shipped(registries_dir / "vulnerable_sites.csv",
+                                              default_sites_path()))
     return Exposure(population_of=places.area_population, sites_near=sites.counts_near)
 
 
@@ -63,7 +69,9 @@ def build_context(settings: Settings, registry: CollectorRegistry | None = None)
         rules=RulesStage(registries),
         lifecycle=LifecycleStage(exposure_of(places, Path(registries_dir))),
         rulebook=holder,
-        roster=load_roster(Path(registries_dir) / "duty_roster.yaml"),
+        roster=RosterHolder(Path(registries_dir) / "duty_roster.yaml"),
+        sms_limits=load_limits(_in_or_shipped(Path(registries_dir) / "sms_limits.yaml",
+                                              default_limits_path())),
         registries=registries,
         metrics=PipelineMetrics(registry),
         sink_metrics=SinkMetrics(registry),

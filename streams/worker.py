@@ -15,6 +15,7 @@ from onemap.errors import ComponentError
 from onemap.settings import Settings
 from onemap.sinks.base import AlertSink
 from onemap.sinks.dashboard.state import RedisStateSink
+from onemap.sinks.sms.followup import SmsFollowUp, SmsFollowUpMetrics
 from onemap.sinks.sms.outbox import provider_from_url
 from onemap.sinks.sms.sink import SmsSink
 from onemap.streams.app import Pipeline
@@ -41,11 +42,16 @@ def run_worker(settings: Settings) -> int:
                  "--metrics-port or ONEMAP_METRICS_PORT")
     start_http_server(settings.metrics_port, settings.metrics_host, registry=ctx.registry)
     client = aioredis.Redis.from_url(settings.redis_url)
-    provider = provider_from_url(settings.sms_outbox_url, secret=settings.sms_secret)
-    sinks: list[AlertSink] = [RedisStateSink(client),
-             SmsSink(client, provider, roster=lambda: ctx.roster, now=ctx.now,
-                     registries=ctx.registries)]
-    app = Pipeline(ctx, sinks, redis=client).app
+    follow_up = SmsFollowUp(client, roster=lambda: ctx.roster.current, now=ctx.now,
+                            metrics=SmsFollowUpMetrics(ctx.registry))
+    provider = provider_from_url(settings.sms_outbox_url, secret=settings.sms_secret,
+                                 on_event=follow_up.on_event)
+    follow_up.attach(provider)
+    sms = SmsSink(client, provider, roster=lambda: ctx.roster.current, now=ctx.now,
+                  registries=ctx.registries, limits=lambda: ctx.sms_limits,
+                  follow_up=follow_up, metrics=ctx.sink_metrics)
+    sinks: list[AlertSink] = [RedisStateSink(client), sms]
+    app = Pipeline(ctx, sinks, redis=client, sms=sms, follow_up=follow_up).app
     log.warning("worker starting: kafka=%s redis=%s metrics=http://%s:%d/metrics",
                 settings.kafka_url, settings.redis_url, settings.metrics_host,
                 settings.metrics_port)

@@ -86,3 +86,21 @@ def test_baseline_and_locator_agree_in_process() -> None:
     xs, ys = _points(m, 3000, seed=1)
     ours = Locator(m).locate(xs, ys).chain.astype(np.int64)
     assert np.array_equal(ours, NaiveLocator(m).locate(xs, ys))
+
+
+def test_sms_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
+    """bench_sms --quick: every method measured, the pure decision and the sink agree on
+    what the workload is (timings are not asserted)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sms", "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| method | decisions/s |" in proc.stdout
+    results = json.loads((tmp_path / "sms.json").read_text(encoding="utf-8"))
+    assert (tmp_path / "sms.md").read_text(encoding="utf-8").startswith("SMS benchmark")
+    methods = [m["method"] for m in results["methods"]]
+    assert methods[0] == "render (baseline)" and len(methods) == 5
+    assert all(m["decisions_per_s"] > 0 for m in results["methods"])
+    actions = results["workload"]["actions"]
+    assert actions["send"] > 0 and actions["fold"] > 0, "the workload exercises holding"
+    assert results["typhoon"] is None

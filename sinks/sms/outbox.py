@@ -39,7 +39,8 @@ class SmsEvent:
     no longer knows the id, e.g. after a restart), ``status`` the receipt state (``DELIVRD``,
     ``UNDELIV``, ``EXPIRED``, ``REJECTD``...), ``error`` the network error code.
     ``reply``: a mobile-originated message; ``phone`` is the sender, ``text`` what they wrote
-    (``"1"`` acknowledges, per the templates).
+    (``"1"`` acknowledges, per the templates). ``parts``: for a receipt, how many parts the
+    message was sent in (0 when unknown), so a receipt of part 1 of 2 is not "delivered".
     """
 
     kind: Literal["receipt", "reply"]
@@ -50,6 +51,7 @@ class SmsEvent:
     status: str = ""
     error: str = ""
     text: str = ""
+    parts: int = 0
 
     @property
     def delivered(self) -> bool:
@@ -58,7 +60,8 @@ class SmsEvent:
     def __repr__(self) -> str:  # the phone number is personal data: masked wherever printed
         return (f"SmsEvent(kind={self.kind!r}, phone={masked(self.phone)!r}, "
                 f"at={self.at.isoformat()!r}, message_id={self.message_id!r}, key={self.key!r}, "
-                f"status={self.status!r}, error={self.error!r}, text={self.text!r})")
+                f"status={self.status!r}, error={self.error!r}, text={self.text!r}, "
+                f"parts={self.parts})")
 
 
 #: Called on the event loop for each receipt or reply. It may be a coroutine function; if it

@@ -1,29 +1,55 @@
-"""The SMS sink: alerts -> messages (routing + templates) -> idempotent delivery.
+"""The SMS sink: alerts -> messages (routing + templates) -> storm protection -> idempotent
+delivery through any provider.
 
-Idempotency wraps the provider, so every provider gets it: a message's key is claimed in
-Redis (``onemap:sms:sent:<key>``) before submit and released if the submit fails, so retries,
-restarts and replays never send a message twice.
+Both cross-cutting behaviours wrap the provider, so every provider (SMPP, HTTP, file) gets
+them without a line of its own:
+
+- Idempotency: a message's key is claimed in Redis (``onemap:sms:sent:<alert_id>/<recipient>``)
+  before submit and released if the submit fails, so retries, restarts and replays never send
+  a message twice.
+- Storm protection (``storm.py``, state in ``storm_store.py``): each message is sent now or
+  held for one grouped summary, by per-recipient limits; red is never held. The claim and the
+  decision are one Redis transaction. Held messages go out when :meth:`SmsSink.tick` (called
+  periodically) finds their summary due.
+
+Only alerts whose ``notify`` is ``"send"`` reach phones; inhibited and silenced ones are
+counted and logged with their reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from onemap.metrics import SinkMetrics
 from onemap.records import Alert
 from onemap.registries import Registries
 from onemap.sinks.base import Outcome
+from onemap.sinks.sms.followup import SmsFollowUp
 from onemap.sinks.sms.message import SmsMessage
 from onemap.sinks.sms.outbox import SmsProvider
-from onemap.sinks.sms.roster import DutyRoster
+from onemap.sinks.sms.roster import DutyRoster, masked
 from onemap.sinks.sms.routing import recipients, responsible_person
+from onemap.sinks.sms.storm import Action, Outgoing, StormItem, StormLimits, Stream, load_limits
+from onemap.sinks.sms.storm_store import (
+    SENT_KEY_PREFIX,
+    SENT_TTL_S,
+    STALE_FLUSH,
+    StormStore,
+    TransactionConflict,
+    text_of,
+)
 from onemap.sinks.sms.templates import render
 
-SENT_KEY_PREFIX = "onemap:sms:sent:"
-SENT_TTL_S = 30 * 24 * 3600
+__all__ = ["SENT_KEY_PREFIX", "SENT_TTL_S", "SmsSink", "messages_for"]
+
+log = logging.getLogger(__name__)
 
 
 def messages_for(alert: Alert, roster: DutyRoster,
@@ -31,9 +57,11 @@ def messages_for(alert: Alert, roster: DutyRoster,
     """Pure: the messages one alert transition produces.
 
     An "updated" transition (news at the same level) goes to the wall display, not to
-    phones: officers get one SMS per situation and level, not a storm of them.
+    phones: officers get one SMS per situation and level, not a storm of them. A transition
+    whose ``notify`` is not "send" (inhibited by a higher alert, silenced by an operator) makes
+    no message: the sink counts and logs why.
     """
-    if alert.transition == "updated":
+    if alert.transition == "updated" or alert.notify != "send":
         return []
     text = render(alert)
     people = recipients(alert, roster)
@@ -48,56 +76,162 @@ def messages_for(alert: Alert, roster: DutyRoster,
     ]
 
 
+def stream_of(message: SmsMessage) -> Stream:
+    """Drills and actual alerts are limited and summarised apart: they never mix."""
+    return "exercise" if message.exercise else "actual"
+
+
 class SmsSink:
+    """Delivers alert transitions by SMS; call :meth:`tick` periodically to flush summaries.
+
+    ``counts`` tallies what happened to messages (``send:within_limit``, ``hold:over_limit``,
+    ``not_sent:inhibited``, ``flush:digest``...), for metrics and tests.
+    """
+
     name = "sms"
 
     def __init__(
-        self, client: aioredis.Redis, provider: SmsProvider, roster: Callable[[], DutyRoster],
-        now: Callable[[], datetime], registries: Registries | None = None,
+        self, client: aioredis.Redis, provider: SmsProvider, *,
+        roster: Callable[[], DutyRoster], now: Callable[[], datetime],
+        registries: Registries | None = None,
+        limits: Callable[[], StormLimits] | None = None,
+        follow_up: SmsFollowUp | None = None,
+        metrics: SinkMetrics | None = None,
     ) -> None:
         self.registries = registries
         self.client = client
         self.provider = provider
         self.roster = roster
         self.now = now
+        self.limits = limits if limits is not None else _constant(load_limits())
+        self.store = StormStore(client, self.limits)
+        self.counts: Counter[str] = Counter()
+        self.follow_up = follow_up
+        self.metrics = metrics
 
     async def check(self) -> None:
         await self.client.ping()
         await self.provider.check()
 
     async def send(self, batch: Sequence[Alert]) -> list[Outcome]:
-        """One outcome per alert: the worst of its messages' outcomes."""
+        """One outcome per alert: the worst of its messages' outcomes. A message held for a
+        summary counts as delivered: it is stored in Redis and will go out with the summary."""
         outcomes: list[Outcome] = []
         roster = self.roster()
         for alert in batch:
-            results = [await self._deliver(m)
-                       for m in messages_for(alert, roster, self.registries)]
-            outcomes.append(_worst(results))
+            if alert.notify != "send" and alert.transition != "updated":
+                self.counts[f"not_sent:{alert.notify}"] += 1
+                if self.metrics is not None:
+                    self.metrics.sms_not_sent.labels(alert.notify).inc()
+                log.info("SMS for %s not sent: %s (%s)", alert.alert_id, alert.notify,
+                         alert.notify_reason or "no reason given")
+            messages = messages_for(alert, roster, self.registries)
+            results = [await self._deliver(m, alert) for m in messages]
+            # who was asked to confirm: the escalation waits for them (messages held for a
+            # summary do not ask; red is never held)
+            asked = [m for m, (outcome, submitted) in zip(messages, results, strict=True)
+                     if submitted and outcome in (Outcome.DELIVERED, Outcome.DUPLICATE)]
+            worst = _worst([outcome for outcome, _ in results])
+            if self.follow_up is not None and asked:
+                try:
+                    await self.follow_up.note_sent(alert, asked)
+                except RedisError:  # retried: the messages come back DUPLICATE, the note
+                    worst = Outcome.RETRY  # is idempotent
+            outcomes.append(worst)
         return outcomes
 
-    async def _deliver(self, message: SmsMessage) -> Outcome:
-        key = SENT_KEY_PREFIX + message.key
+    async def _deliver(self, message: SmsMessage, alert: Alert) -> tuple[Outcome, bool]:
+        """The outcome of one message and whether it went out as itself rather than held
+        for a summary (a replay of a claimed message counts as sent: the escalation's note
+        is idempotent and never restarts a deadline)."""
+        now = self.now()
+        stream = stream_of(message)
+        item = StormItem.of(message, alert, self.limits(), now)
         try:
-            claimed = await self.client.set(key, "pending", nx=True, ex=SENT_TTL_S)
-        except RedisError:
-            return Outcome.RETRY
-        if not claimed:
-            return Outcome.DUPLICATE
+            decision = await self.store.admit(item, message.phone, stream,
+                                              message.recipient_id, now)
+        except (RedisError, TransactionConflict):
+            return Outcome.RETRY, False
+        if decision is None:
+            return Outcome.DUPLICATE, True
+        if decision.action == Action.DUPLICATE:
+            return Outcome.DUPLICATE, False
+        self.counts[f"{decision.action.value}:{decision.why.value}"] += 1
+        if self.metrics is not None:
+            self.metrics.sms_decisions.labels(decision.action.value, decision.why.value).inc()
+        log.info("SMS %s to %s (%s): %s", message.key, message.recipient_id,
+                 masked(message.phone), decision)
+        if decision.action != Action.SEND:
+            return Outcome.DELIVERED, False
         try:
-            outcome = (await self.provider.submit([message], self.now()))[0]
+            outcome = (await self.provider.submit([message], now))[0]
         except OSError:
             outcome = Outcome.RETRY
+        # if this fails the claim stands: at worst a retry is suppressed, never a double send
+        with contextlib.suppress(RedisError, TransactionConflict):
+            await self.store.settle(item, stream, message.recipient_id, outcome)
+        return outcome, True
+
+    async def tick(self) -> None:
+        """Flush every summary that is due (called periodically; two workers may both call
+        it: each flush is claimed once). Failures are left for the next tick."""
+        now = self.now()
         try:
-            if outcome in (Outcome.DELIVERED, Outcome.FAILED):
-                await self.client.set(key, outcome.value, xx=True, ex=SENT_TTL_S)
-            else:
-                await self.client.delete(key)
+            due = await self.store.due(now)
         except RedisError:
-            pass  # the claim stands: at worst a retry is suppressed, never a double send
-        return outcome
+            log.warning("SMS tick: Redis unavailable, summaries wait for the next tick")
+            return
+        for stream, recipient_id in due:
+            try:
+                await self._flush(stream, recipient_id, now)
+            except (RedisError, TransactionConflict) as exc:
+                log.warning("SMS summary for %s (%s) not flushed yet: %s", recipient_id,
+                            stream, exc)
+
+    async def _flush(self, stream: Stream, recipient_id: str, now: datetime) -> None:
+        planned = await self.store.begin_flush(stream, recipient_id, now)
+        if planned is None:
+            return
+        outgoing, phone = planned
+        claim = SENT_KEY_PREFIX + outgoing.key
+        if not await self.client.set(claim, "pending", nx=True, ex=SENT_TTL_S):
+            value = text_of(await self.client.get(claim))
+            if value in (Outcome.DELIVERED.value, Outcome.FAILED.value):
+                await self._finish(stream, recipient_id, outgoing, value, now)
+            elif value == "pending" and now - outgoing.started_at >= STALE_FLUSH:
+                log.error("SMS summary %s was interrupted mid-submit; closed as unconfirmed "
+                          "(never sent twice)", outgoing.key)
+                await self._finish(stream, recipient_id, outgoing, "unconfirmed", now)
+            return  # another worker is submitting it right now
+        message = SmsMessage(key=outgoing.key, alert_id=outgoing.key, recipient_id=recipient_id,
+                             phone=phone, text=outgoing.text, exercise=stream == "exercise")
+        try:
+            outcome = (await self.provider.submit([message], now))[0]
+        except OSError:
+            outcome = Outcome.RETRY
+        if outcome in (Outcome.RETRY, Outcome.DUPLICATE):
+            await self.client.delete(claim)  # same text, same key at the next tick
+            self.counts["flush:retry"] += 1
+            return
+        await self.client.set(claim, outcome.value, xx=True, ex=SENT_TTL_S)
+        if outcome == Outcome.FAILED:
+            log.error("SMS summary %s to %s failed for good (%d held messages)", outgoing.key,
+                      masked(phone), len(outgoing.keys))
+        await self._finish(stream, recipient_id, outgoing, outcome.value, now)
+
+    async def _finish(self, stream: Stream, recipient_id: str, outgoing: Outgoing,
+                      outcome: str, now: datetime) -> None:
+        await self.store.finish_flush(stream, recipient_id, outgoing, outcome, now)
+        self.counts[f"flush:{outgoing.kind}"] += 1
+        log.info("SMS %s %s to %s: %d held messages, %s", outgoing.kind, outgoing.key,
+                 recipient_id, len(outgoing.keys), outcome)
 
     async def close(self) -> None:
         await self.provider.close()
+
+
+def _constant(limits: StormLimits) -> Callable[[], StormLimits]:
+    return lambda: limits
 
 
 _ORDER = [Outcome.DELIVERED, Outcome.DUPLICATE, Outcome.FAILED, Outcome.RETRY]

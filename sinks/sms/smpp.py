@@ -754,9 +754,10 @@ class SmppProvider:
             message_id = _text(pdu.receipted_message_id) or fields.get("id", "")
             stat = fields.get("stat", "").upper() or MESSAGE_STATES.get(
                 int(pdu.message_state or 0), "")
+            key = self.key_for(message_id) if message_id else None
             return SmsEvent(kind="receipt", phone=phone, at=at, message_id=message_id,
-                            key=self.key_for(message_id) if message_id else None,
-                            status=stat, error=fields.get("err", ""))
+                            key=key, status=stat, error=fields.get("err", ""),
+                            parts=len(self.message_ids(key)) if key else 0)
         if esm_class & ESM_UDHI and body:
             body = body[1 + body[0]:]  # a reply long enough to be split: each part on its own
         text = decode_text(body, int(pdu.data_coding or 0)).strip()

@@ -14,7 +14,11 @@ the framing and dispatch are the same helpers the SMPP provider uses.
 
 Run alone (for ``onemap up`` or by hand)::
 
-    ONEMAP_SMSC_PASSWORD=... python -m onemap.sinks.sms.smsc --port 2775 --system-id onemap
+    ONEMAP_SMSC_PASSWORD=... python -m onemap.sinks.sms.smsc --port 2775 --system-id onemap \
+        --outbox var/smsc-messages.jsonl
+
+``--outbox`` appends each complete message as one JSON line (what the handset would show):
+the demo's "phones". Replies can be injected from Python with :meth:`Smsc.send_mo`.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ import random
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import orjson
 
 from onemap.sinks.sms.roster import masked
 from onemap.sinks.sms.smpp import (
@@ -145,9 +152,10 @@ class Smsc:
     def __init__(
         self, system_id: str = "onemap", password: str = "", *, host: str = "127.0.0.1",
         port: int = 0, receipt_delay: float = 0.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC), outbox: Path | None = None,
     ) -> None:
         self.accounts = {system_id: password}
+        self.outbox = outbox
         self.host = host
         self.port = port
         self.clock = clock
@@ -396,7 +404,22 @@ class Smsc:
             received_at=self.clock())
         self.messages.append(message)
         log.info("SMSC: message to %s in %d part(s)", masked(destination), len(parts))
+        if self.outbox is not None:
+            self._write_outbox(self.outbox, message)
         await self._notify()
+
+    @staticmethod
+    def _write_outbox(path: Path, message: StoredMessage) -> None:
+        """One JSON line per complete message (a few hundred bytes: fine on the loop)."""
+        line = orjson.dumps({
+            "received_at": message.received_at.isoformat(), "to": message.destination,
+            "from": message.source_addr, "text": message.text, "parts": len(message.parts),
+            "message_ids": message.message_ids}) + b"\n"
+        try:
+            with path.open("ab") as out:
+                out.write(line)
+        except OSError as exc:
+            log.error("SMSC cannot write its outbox %s: %s", path, exc)
 
     async def _receipt(self, phone: str, source: str, message_id: str, text: str) -> None:
         if self.receipt_delay:
@@ -447,13 +470,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-fraction", type=float, default=0.0,
                         help="fraction of submits answered ESME_RTHROTTLED")
     parser.add_argument("--receipt-delay", type=float, default=0.5)
+    parser.add_argument("--outbox", type=Path,
+                        help="append every complete message to this JSONL file")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The password comes from the environment, not argv, so it is not visible in `ps`.
+    if args.outbox is not None:
+        args.outbox.parent.mkdir(parents=True, exist_ok=True)
     smsc = Smsc(args.system_id, os.environ.get("ONEMAP_SMSC_PASSWORD", ""), host=args.host,
-                port=args.port, receipt_delay=args.receipt_delay)
+                port=args.port, receipt_delay=args.receipt_delay, outbox=args.outbox)
     smsc.fail_fraction = args.fail_fraction
     asyncio.run(_serve_forever(smsc))
     return 0

@@ -5,6 +5,8 @@ One UCS-2 segment holds 70 characters; concatenated messages hold 67 per part.
 
 from __future__ import annotations
 
+import dataclasses
+
 from onemap.records import Alert
 
 SENDER_TAG = "【珠海应急】"
@@ -77,3 +79,94 @@ def segments(text: str) -> list[str]:
     if len(text) <= SINGLE_SEGMENT:
         return [text]
     return [text[i:i + CONCAT_SEGMENT] for i in range(0, len(text), CONCAT_SEGMENT)]
+
+
+# --- grouped summary (digest) -------------------------------------------------------------
+
+#: What a summary calls a hazard type when every message in it is of that type.
+DIGEST_KINDS = {"water_level": "水情", "rainstorm": "暴雨", "wind": "台风大风",
+                "geohazard": "地质灾害", "incident": "突发事件", "sensor_silent": "监测中断",
+                "cap_warning": "气象"}
+#: Count labels in the order a summary lists them: colours of new/escalated messages, then
+#: the downward transitions.
+DIGEST_COUNT_LABELS = {"red": "红", "orange": "橙", "yellow": "黄", "blue": "蓝",
+                       "de-escalated": "降级", "resolved": "解除"}
+#: Why a held message is no longer current (a later transition of its hazard came first).
+MOOT_LABELS = {"escalated": "已升级", "de-escalated": "已降级", "resolved": "已解除",
+               "superseded": "已更新"}
+DIGEST_TAIL = "，详见应急一张图"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DigestSummary:
+    """What one grouped summary says; built by ``onemap.sinks.sms.storm.summarise``.
+
+    ``counts`` and ``moot`` are keyed by :data:`DIGEST_COUNT_LABELS` / :data:`MOOT_LABELS`
+    keys; ``where`` names up front the one town (or district) every message is about;
+    ``places`` are the most frequent places below it (towns of one district, else districts),
+    most frequent first, and ``more_places`` says whether others were left out.
+    """
+
+    minutes: int
+    total: int
+    counts: dict[str, int]
+    moot: dict[str, int]
+    where: str = ""
+    places: tuple[str, ...] = ()
+    more_places: bool = False
+    kind: str = ""
+    exercise: bool = False
+
+
+def max_chars(parts: int) -> int:
+    """Characters that fit in ``parts`` UCS-2 parts.
+
+    >>> max_chars(1), max_chars(2)
+    (70, 134)
+    """
+    return SINGLE_SEGMENT if parts <= 1 else CONCAT_SEGMENT * parts
+
+
+def render_digest(s: DigestSummary, parts: int = 1) -> str:
+    """One grouped summary, fitted into ``parts`` SMS parts.
+
+    The fullest form comes first; when it is too long, places are dropped one at a time, then
+    the stale messages are counted in one figure, then the places and the pointer to the wall
+    go. The shortest form is sent even if too long (it only grows with many-digit counts).
+
+    >>> s = DigestSummary(minutes=30, total=12, counts={"orange": 3, "yellow": 9}, moot={},
+    ...                   places=("香洲区", "金湾区"), more_places=True)
+    >>> render_digest(s)
+    '【珠海应急】近30分钟另有12条预警：橙3 黄9，涉及香洲区、金湾区等，详见应急一张图'
+    >>> one_town = DigestSummary(minutes=12, total=4, kind="台风大风", where="金湾区平沙镇",
+    ...     counts={"orange": 1, "yellow": 2, "resolved": 1}, moot={"escalated": 1},
+    ...     exercise=True)
+    >>> text = render_digest(one_town)
+    >>> head, body = text.split("：")
+    >>> head
+    '【演练】【珠海应急】近12分钟金湾区平沙镇另有4条台风大风预警'
+    >>> body
+    '橙1 黄2 解除1（其中1条已升级），详见应急一张图'
+    >>> len(text) <= 70
+    True
+    """
+    limit = max_chars(parts)
+    prefix = (DRILL_TAG + SENDER_TAG) if s.exercise else SENDER_TAG
+    counts = " ".join(f"{DIGEST_COUNT_LABELS[k]}{s.counts[k]}" for k in DIGEST_COUNT_LABELS
+                      if s.counts.get(k))
+    head = f"{prefix}近{s.minutes}分钟{s.where}另有{s.total}条{s.kind}预警：{counts}"
+    stale = sum(s.moot.values())
+    detailed = "、".join(f"{n}条{MOOT_LABELS[k]}" for k, n in s.moot.items() if n)
+    moot_forms = [f"（其中{detailed}）", f"（其中{stale}条已过时）"] if stale else [""]
+    candidates: list[str] = []
+    for moot in moot_forms:
+        for shown in range(len(s.places), 0, -1):
+            etc = "等" if s.more_places or shown < len(s.places) else ""
+            candidates.append(f"{head}{moot}，涉及{'、'.join(s.places[:shown])}{etc}"
+                              f"{DIGEST_TAIL}")
+        candidates.append(f"{head}{moot}{DIGEST_TAIL}")
+    candidates.append(f"{head}{moot_forms[-1]}")
+    for text in candidates:
+        if len(text) <= limit:
+            return text
+    return candidates[-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -115,6 +117,33 @@ def test_up_shows_alerts_then_stops_every_child_and_starts_again(up_dir: Path) -
     finally:
         assert second.stop(signal.SIGTERM) == 0, second.output()
     assert second.leftovers() == []
+
+
+def test_up_typhoon_sends_the_storms_sms_over_real_smpp(up_dir: Path) -> None:
+    up = Up(up_dir, "--scenario", "typhoon", "--speed", "600")
+    phones = up_dir / "var" / "smsc-messages.jsonl"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (
+                phones.exists() and "【珠海应急】" in phones.read_text(encoding="utf-8")):
+            assert up.proc.poll() is None, f"onemap up exited early:\n{up.output()}"
+            up.remember_children()
+            time.sleep(0.5)
+        lines = phones.read_text(encoding="utf-8").splitlines() if phones.exists() else []
+        assert lines, f"no SMS reached the loopback SMSC:\n{up.output()}"
+        first = json.loads(lines[0])
+        assert first["text"].startswith("【珠海应急】") and first["message_ids"]
+        assert f"phones     {phones}" in up.output() and "(loopback SMSC" in up.output()
+        names = set()
+        for p in up.descendants.values():
+            with contextlib.suppress(psutil.NoSuchProcess):  # e.g. the replay, done meanwhile
+                names.add(" ".join(p.cmdline()))
+        assert any("onemap.sinks.sms.smsc" in n for n in names), names
+        assert not any("ONEMAP_SMS" in n or "--password" in n for n in names)
+    finally:
+        code = up.stop(signal.SIGINT)
+    assert code == 0, up.output()
+    assert up.leftovers() == [], "child processes survived onemap up"
 
 
 def test_port_in_use_names_the_port_and_the_flag(tmp_path: Path) -> None:

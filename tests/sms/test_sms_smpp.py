@@ -177,6 +177,18 @@ def test_delivery_receipts_come_back_tied_to_the_message_key() -> None:
     run(scenario)
 
 
+def test_a_receipt_says_how_many_parts_its_message_has() -> None:
+    async def scenario(smsc: Smsc) -> None:
+        events: list[SmsEvent] = []
+        p = provider(smsc, events)
+        m = message(LONG[:150])
+        assert await p.submit([m], NOW) == [Outcome.DELIVERED]  # all parts accepted here
+        await wait_until(lambda: len(events) == 3)  # receipts come 0.5 s later
+        assert [e.parts for e in events] == [3, 3, 3]
+        await p.close()
+    run(scenario, receipt_delay=0.5)
+
+
 def test_an_undelivered_receipt_carries_its_status() -> None:
     async def scenario(smsc: Smsc) -> None:
         smsc.receipt_status, smsc.receipt_error = "UNDELIV", "001"
