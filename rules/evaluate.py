@@ -168,7 +168,7 @@ class RulesStage:
         self.registries = registries
         #: sources this worker has reported silent (in memory: after a restart a silence is
         #: reported again, and the lifecycle's dedup keeps that from alerting twice)
-        self.silenced: set[str] = set()
+        self.silenced: dict[str, WarningLevel] = {}
 
     def _entry(self, feed: str, source_id: str) -> Any:
         """The registry entry of a registered source (None for incidents, CAP, unknowns)."""
@@ -228,10 +228,10 @@ class RulesStage:
             if key in self.silenced or not self._silent(feed, source_id,
                                                         watermark - st["newest"], rules):
                 continue
-            self.silenced.add(key)
             worst = max((WarningLevel(v) for v in st["levels"].values()),
                         default=WarningLevel.NONE)
             level = WarningLevel.ORANGE if worst >= WarningLevel.ORANGE else WarningLevel.YELLOW
+            self.silenced[key] = level
             minutes = (watermark - st["newest"]) / 60
             name = self._source_name(feed, source_id)
             reason = f"{name}已{minutes:.0f}分钟未报送数据" + (
@@ -313,9 +313,9 @@ class RulesStage:
                     or self._silent(obs.feed, obs.source_id, t - previous_newest, rules)):
                 # the source is back (or was judged silent while its partition's other
                 # sources ran ahead): end its "silent" hazard (a no-op if none was open)
-                self.silenced.discard(key)
+                raised = self.silenced.pop(key, WarningLevel.YELLOW)
                 result.hazards.append(self._silence_hazard(
-                    key, st, level=WarningLevel.NONE, previous=WarningLevel.YELLOW, rules=rules,
+                    key, st, level=WarningLevel.NONE, previous=raised, rules=rules,
                     reason=f"{source_name}恢复报送"))
         as_of = datetime.fromisoformat(st["latest"]["observed_at"])
         current = {k: WarningLevel(v) for k, v in st["levels"].items()}

@@ -89,7 +89,7 @@ def rate_per_hour(series: Series, end: float, seconds: float) -> float | None:
     >>> rate_per_hour([[0.0, 1.0], [1800.0, 1.5], [3600.0, 2.0]], 3600.0, 3600.0)
     1.0
     """
-    lo = bisect.bisect_left(series, [end - seconds, float("-inf")])
+    lo = bisect.bisect_right(series, [end - seconds, float("inf")])  # (end - seconds, end]
     hi = bisect.bisect_right(series, [end, float("inf")])
     points = series[lo:hi]
     if len(points) < 2:

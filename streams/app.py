@@ -227,6 +227,7 @@ class Pipeline:
         #: good list is kept while Redis is unreachable
         self.silences: list[Silence] = []
         self._silences_read_at = -SILENCES_REFRESH_S
+        self._silence_checked_at = 0.0
         for feed, topic_name in INPUT_TOPICS.items():
             if feed in FEEDS:
                 self.agent(self.topic(topic_name), f"onemap.ingest.{feed}",
@@ -237,7 +238,6 @@ class Pipeline:
             # the wall display (each agent gets every alert; offsets commit when all acked)
             self.agent(self.alerts, f"onemap.sinks.{sink.name}", self._sink_agent(sink))
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_rules)
-        self.app.timer(interval=SILENCE_CHECK_S)(self.check_silence)
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_roster)
         # SMS follow-ups: summaries of held messages, escalation of unacknowledged alerts,
         # deputies of undeliverable ones. Every worker may run them: each step is claimed
@@ -329,6 +329,7 @@ class Pipeline:
                                         value=hazard.to_json())
             await self.app.producer.flush()
             await state.seal(self.app.producer)  # after the output: see EventBoundTable
+            await self.check_silence()
             self.m.records_out.labels("rules").inc(len(result.hazards))
             self.m.batch_seconds.labels("rules").observe(time.perf_counter() - started)
 
@@ -369,7 +370,16 @@ class Pipeline:
         return deliver
 
     async def check_silence(self) -> None:
-        """Report sources of this worker's partitions that stopped reporting."""
+        """Report sources of this worker's partitions that stopped reporting.
+
+        Called by the rules agent after a batch's state is written, at most every
+        SILENCE_CHECK_S: silence is judged in stream time, which only moves with records,
+        and a check between the agent's writes (a timer) could read a source's state from
+        before the reading that just arrived and report it silent by mistake.
+        """
+        if time.monotonic() - self._silence_checked_at < SILENCE_CHECK_S:
+            return
+        self._silence_checked_at = time.monotonic()
         hazards = self.ctx.rules.silent_sources(
             [(k, v) for k, v in self.source_state.items() if not k.startswith(MARKER_PREFIX)],
             self.ctx.rulebook.current)
