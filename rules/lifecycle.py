@@ -36,7 +36,7 @@ import dataclasses
 import enum
 from collections.abc import Callable, MutableMapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
@@ -125,6 +125,19 @@ class InhibitRule(StrictModel):
 class LifecyclePolicy(RuleFile):
     rule: Literal["lifecycle"]
     inhibit: list[InhibitRule] = Field(default_factory=list)
+    #: seconds after which an alert still open at that level is sent again (SMS reminders,
+    #: sinks/sms/reminders.py); levels not listed are never repeated
+    repeat_s: dict[LevelName, Annotated[float, Field(ge=60)]] = Field(default_factory=dict)
+
+    def repeat_interval(self, level: WarningLevel) -> float | None:
+        """The repeat interval of a level in seconds (None: not repeated).
+
+        >>> LifecyclePolicy(rule="lifecycle", version=1, source="t",
+        ...                 repeat_s={"red": 7200}).repeat_interval(WarningLevel.RED)
+        7200.0
+        """
+        value = self.repeat_s.get(level.label)  # type: ignore[call-overload]
+        return None if value is None else float(value)
 
 
 def inhibited_by(hazard: Hazard, open_hazards: Sequence[Hazard],

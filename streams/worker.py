@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 from onemap import logs
 from onemap.embedded import require_free
 from onemap.errors import ComponentError
+from onemap.levels import WarningLevel
 from onemap.settings import Settings
 from onemap.sinks.base import AlertSink
 from onemap.sinks.dashboard.state import RedisStateSink
@@ -42,8 +43,12 @@ def run_worker(settings: Settings) -> int:
                  "--metrics-port or ONEMAP_METRICS_PORT")
     start_http_server(settings.metrics_port, settings.metrics_host, registry=ctx.registry)
     client = aioredis.Redis.from_url(settings.redis_url)
+    def repeat_interval(level: WarningLevel) -> float | None:  # the rules in force now
+        return ctx.rulebook.current.lifecycle.repeat_interval(level)
+
     follow_up = SmsFollowUp(client, roster=lambda: ctx.roster.current, now=ctx.now,
-                            metrics=SmsFollowUpMetrics(ctx.registry))
+                            metrics=SmsFollowUpMetrics(ctx.registry),
+                            repeat=repeat_interval)
     provider = provider_from_url(settings.sms_outbox_url, secret=settings.sms_secret,
                                  on_event=follow_up.on_event)
     follow_up.attach(provider)

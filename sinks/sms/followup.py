@@ -40,6 +40,7 @@ from onemap.sinks.sms.escalation import (
 from onemap.sinks.sms.message import SmsMessage
 from onemap.sinks.sms.outbox import SmsEvent, SmsProvider
 from onemap.sinks.sms.receipts import REPLY_KEY_PREFIX, dead_letter_record, record_receipt
+from onemap.sinks.sms.reminders import RepeatInterval, note_reminder, remind_due
 from onemap.sinks.sms.replies import handle_reply
 from onemap.sinks.sms.roster import DutyRoster, masked
 
@@ -56,6 +57,10 @@ class SmsFollowUpMetrics:
     """Metrics of escalation, replies, receipts and the roster, on an injected registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.reminders = Counter(
+            "onemap_sms_reminders_total",
+            "Reminders of alerts still open (repeat interval): sent, dropped, retry.",
+            ["outcome"], registry=registry)
         self.escalations = Counter(
             "onemap_sms_escalations_total",
             "Due acknowledgement deadlines by what was done (escalated, retry, busy, "
@@ -99,6 +104,7 @@ class SmsFollowUp:
         self, client: aioredis.Redis, roster: Callable[[], DutyRoster],
         now: Callable[[], datetime], *, metrics: SmsFollowUpMetrics | None = None,
         dead_letter: DeadLetterHook | None = None, deputies: bool = True,
+        repeat: RepeatInterval | None = None,
     ) -> None:
         self.client = client
         self.roster = roster
@@ -106,6 +112,7 @@ class SmsFollowUp:
         self.metrics = metrics
         self.dead_letter = dead_letter
         self.deputies = deputies
+        self.repeat = repeat
         self.provider: SmsProvider | None = None
 
     def attach(self, provider: SmsProvider) -> None:
@@ -118,7 +125,10 @@ class SmsFollowUp:
 
     async def note_sent(self, alert: Alert, messages: Sequence[SmsMessage]) -> str:
         """Call after the sink's messages for ``alert`` were DELIVERED (or DUPLICATE)."""
-        return await note_sent(self.client, alert, messages, self.roster(), self.now())
+        now = self.now()
+        if self.repeat is not None:
+            await note_reminder(self.client, alert, messages, self.repeat(alert.level), now)
+        return await note_sent(self.client, alert, messages, self.roster(), now)
 
     async def tick(self) -> list[EscalationResult]:
         """Escalate what is due and tell the deputies of undeliverable messages; for a
@@ -128,6 +138,8 @@ class SmsFollowUp:
             results = await escalate_due(self.client, roster, provider, now)
             deputies = await deputies_due(self.client, roster, provider, now) \
                 if self.deputies else []
+            reminded = await remind_due(self.client, provider, self.repeat, now) \
+                if self.repeat is not None else []
             awaiting = await self.client.zcard(AWAITING_KEY)
         except RedisError as exc:
             log.warning("escalation check skipped: Redis: %s", exc)
@@ -139,6 +151,8 @@ class SmsFollowUp:
                 self.metrics.escalations.labels(r.outcome).inc()
             self.metrics.deputies.inc(sum(1 for _, outcome, _ in deputies if outcome == "told"))
             self.metrics.awaiting.set(awaiting)
+            for _, what in reminded:
+                self.metrics.reminders.labels(what.split(" ", 1)[0].rstrip(":")).inc()
         return results
 
     async def on_event(self, event: SmsEvent) -> None:
