@@ -168,9 +168,9 @@ async def remind_due(client: aioredis.Redis, provider: SmsProvider, interval: Re
         stored = await read_alert(client, hazard_id)
         current = None if stored is None else orjson.loads(stored)
         # remind with the latest figures the wall has (news at the same level updates them)
-        alert = Alert.from_json(stored if current is not None
-                                and current.get("transition") != "resolved"
-                                else orjson.dumps(reminder.alert))
+        latest = stored if stored is not None and current is not None \
+            and current.get("transition") != "resolved" else orjson.dumps(reminder.alert)
+        alert = Alert.from_json(latest)
         step_s = interval(alert.level)
         action, why = reminder_decision(reminder, current, await read_loop(client, hazard_id),
                                         step_s)
