@@ -97,25 +97,28 @@ def in_china_box(lon: npt.ArrayLike, lat: npt.ArrayLike) -> npt.NDArray[np.bool_
 
 def _gcj_offset(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
     """GCJ-02 shift (degrees) at WGS84 (x, y); no China-box test."""
-    dx = x - 105.0
-    dy = y - 35.0
-    dxpi = dx * np.pi
-    dypi = dy * np.pi
-    common = (20.0 * np.sin(6.0 * dxpi) + 20.0 * np.sin(2.0 * dxpi)) * 2.0 / 3.0
-    t_lat = (-100.0 + 2.0 * dx + 3.0 * dy + 0.2 * dy * dy + 0.1 * dx * dy
-             + 0.2 * np.sqrt(np.abs(dx)) + common
-             + (20.0 * np.sin(dypi) + 40.0 * np.sin(dypi / 3.0)) * 2.0 / 3.0
-             + (160.0 * np.sin(dypi / 12.0) + 320.0 * np.sin(dypi / 30.0)) * 2.0 / 3.0)
-    t_lon = (300.0 + dx + 2.0 * dy + 0.1 * dx * dx + 0.1 * dx * dy
-             + 0.1 * np.sqrt(np.abs(dx)) + common
-             + (20.0 * np.sin(dxpi) + 40.0 * np.sin(dxpi / 3.0)) * 2.0 / 3.0
-             + (150.0 * np.sin(dxpi / 12.0) + 300.0 * np.sin(dxpi / 30.0)) * 2.0 / 3.0)
-    radlat = y / 180.0 * np.pi
-    magic = 1.0 - _EE * np.sin(radlat) ** 2
-    sqrtmagic = np.sqrt(magic)
-    d_lat = (t_lat * 180.0) / ((_A * (1.0 - _EE)) / (magic * sqrtmagic) * np.pi)
-    d_lon = (t_lon * 180.0) / (_A / sqrtmagic * np.cos(radlat) * np.pi)
-    return d_lon, d_lat
+    # computed for every point, used only inside China: far outside (the poles, the inverse's
+    # iterations on absurd input) the discarded values overflow; say nothing about them
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        dx = x - 105.0
+        dy = y - 35.0
+        dxpi = dx * np.pi
+        dypi = dy * np.pi
+        common = (20.0 * np.sin(6.0 * dxpi) + 20.0 * np.sin(2.0 * dxpi)) * 2.0 / 3.0
+        t_lat = (-100.0 + 2.0 * dx + 3.0 * dy + 0.2 * dy * dy + 0.1 * dx * dy
+                 + 0.2 * np.sqrt(np.abs(dx)) + common
+                 + (20.0 * np.sin(dypi) + 40.0 * np.sin(dypi / 3.0)) * 2.0 / 3.0
+                 + (160.0 * np.sin(dypi / 12.0) + 320.0 * np.sin(dypi / 30.0)) * 2.0 / 3.0)
+        t_lon = (300.0 + dx + 2.0 * dy + 0.1 * dx * dx + 0.1 * dx * dy
+                 + 0.1 * np.sqrt(np.abs(dx)) + common
+                 + (20.0 * np.sin(dxpi) + 40.0 * np.sin(dxpi / 3.0)) * 2.0 / 3.0
+                 + (150.0 * np.sin(dxpi / 12.0) + 300.0 * np.sin(dxpi / 30.0)) * 2.0 / 3.0)
+        radlat = y / 180.0 * np.pi
+        magic = 1.0 - _EE * np.sin(radlat) ** 2
+        sqrtmagic = np.sqrt(magic)
+        d_lat = (t_lat * 180.0) / ((_A * (1.0 - _EE)) / (magic * sqrtmagic) * np.pi)
+        d_lon = (t_lon * 180.0) / (_A / sqrtmagic * np.cos(radlat) * np.pi)
+        return d_lon, d_lat
 
 
 def wgs84_to_gcj02(lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:

@@ -80,6 +80,28 @@ class IngestStage:
         kind = getattr(entry, "kind", reading.feed)
         return _Source(str(kind), entry.lon, entry.lat)
 
+    def _on_globe(
+        self, feed_name: str, accepted: list[tuple[RawRecord, Reading, _Source]],
+        lon: np.ndarray, lat: np.ndarray, result: IngestResult,
+    ) -> tuple[list[tuple[RawRecord, Reading, _Source]], np.ndarray, np.ndarray]:
+        """Dead-letter the records whose converted position left the globe; the rest.
+
+        BD-09/GCJ-02 shifts can push a point at the edge of the globe off it (found by
+        fuzzing: bd09 lat -90 becomes -90.006), which the locator refuses for a whole batch.
+        """
+        on_globe = (np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180.0)
+                    & (np.abs(lat) <= 90.0))
+        if on_globe.all():
+            return accepted, lon, lat
+        for i in np.flatnonzero(~on_globe):
+            record, reading, _ = accepted[i]
+            result.dead_letters.append(DeadLetter(
+                record, feed_name, self.stage, "out-of-range",
+                f"{reading.crs} position ({reading.lon}, {reading.lat}) is off the globe in "
+                f"WGS84 ({lon[i]}, {lat[i]})", "lat" if abs(lon[i]) <= 180.0 else "lon"))
+        kept = [a for a, ok in zip(accepted, on_globe, strict=True) if ok]
+        return kept, lon[on_globe], lat[on_globe]
+
     def process(self, feed_name: str, records: Sequence[RawRecord]) -> IngestResult:
         result = IngestResult()
         feed = self.feeds.get(feed_name)
@@ -88,11 +110,11 @@ class IngestStage:
                 DeadLetter(r, feed_name, self.stage, "unknown-feed", f"no parser for {feed_name!r}")
                 for r in records)
             return result
-        accepted: list[tuple[Reading, _Source]] = []
+        accepted: list[tuple[RawRecord, Reading, _Source]] = []
         for record in records:
             try:
                 reading = feed.parse(record.value)
-                accepted.append((reading, self._source(reading)))
+                accepted.append((record, reading, self._source(reading)))
             except InputRejected as exc:
                 result.dead_letters.append(
                     DeadLetter(record, feed_name, self.stage, exc.reason, exc.detail, exc.field))
@@ -101,7 +123,7 @@ class IngestStage:
         lon = np.empty(len(accepted))
         lat = np.empty(len(accepted))
         crs: list[str] = []
-        for i, (reading, source) in enumerate(accepted):
+        for i, (_, reading, source) in enumerate(accepted):
             if reading.lon is not None and reading.lat is not None:
                 lon[i], lat[i] = reading.lon, reading.lat
                 crs.append(reading.crs)
@@ -111,8 +133,12 @@ class IngestStage:
         for name in set(crs) - {"wgs84"}:
             mask = np.array([c == name for c in crs])
             lon[mask], lat[mask] = to_wgs84(lon[mask], lat[mask], name)
+        accepted, lon, lat = self._on_globe(feed_name, accepted, lon, lat, result)
+        if not accepted:
+            return result
         places = self.find_places(lon, lat)
-        for i, ((reading, source), point_place) in enumerate(zip(accepted, places, strict=True)):
+        for i, ((_, reading, source), point_place) in enumerate(
+                zip(accepted, places, strict=True)):
             place = point_place
             if "area_wkt" in reading.attrs and self.find_area is not None:
                 place = self.find_area(reading.attrs["area_wkt"])

@@ -18,10 +18,11 @@ Lines that are not JSON are still produced (the pipeline dead-letters them with 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -53,16 +54,24 @@ def _csv_value(text: str) -> Any:
 
     >>> [_csv_value(v) for v in ("3", "2.5", "true", "ZH-RIV-001", "2017-08-23T12:00:00+08:00")]
     [3, 2.5, True, 'ZH-RIV-001', '2017-08-23T12:00:00+08:00']
+    >>> [_csv_value(v) for v in ("99999999999999999999", "nan", "1e999")]
+    [1e+20, 'nan', '1e999']
     """
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        number = int(text)
+        if -(2**63) <= number < 2**63:  # what JSON carries as an integer (orjson: 64 bits)
+            return number
+    except ValueError:
+        pass
+    try:
+        real = float(text)
+    except ValueError:
+        return text
+    # nan/inf stay text, for the feed's parser to reject as such (JSON would make them null)
+    return real if math.isfinite(real) else text
 
 
 def read_csv_items(path: Path, feed: str | None) -> Iterator[ReplayItem]:
@@ -74,9 +83,14 @@ def read_csv_items(path: Path, feed: str | None) -> Iterator[ReplayItem]:
     if name is None:
         raise OneMapError(f"{path}: name the feed with --feed or as *.<feed>.csv")
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        for row in csv.DictReader(handle):
-            record = {k: _csv_value(v) for k, v in row.items() if k and v not in (None, "")}
-            yield ReplayItem(name, orjson.dumps(record), _key(record), _event_time(name, record))
+        reader = csv.DictReader(handle)
+        try:  # a cell over csv's field limit (128 KiB) or bytes that are not UTF-8
+            for row in reader:
+                record = {k: _csv_value(v) for k, v in row.items() if k and v not in (None, "")}
+                yield ReplayItem(name, orjson.dumps(record), _key(record),
+                                 _event_time(name, record))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise OneMapError(f"{path}:{reader.line_num}: unreadable CSV: {exc}"[:300]) from None
 
 
 def read_items(path: Path, feed: str | None = None) -> Iterator[ReplayItem]:
@@ -100,7 +114,11 @@ def read_items(path: Path, feed: str | None = None) -> Iterator[ReplayItem]:
                 obj = None
             if isinstance(obj, dict) and "feed" in obj and "record" in obj:
                 name, record = str(obj["feed"]), obj["record"]
-                value = record.encode() if isinstance(record, str) else orjson.dumps(record)
+                try:
+                    value = record.encode() if isinstance(record, str) else orjson.dumps(record)
+                except TypeError as exc:  # nested deeper than orjson writes (254 levels)
+                    raise OneMapError(f"{path}:{number}: the record cannot be written back as "
+                                      f"JSON: {exc}") from None
             elif default_feed is not None:
                 name, record, value = default_feed, obj, line
             else:
@@ -141,7 +159,13 @@ CAP_SENT = re.compile(rb"<sent>([^<]+)</sent>")
 def _event_time(feed: str, record: Any) -> datetime | None:
     if feed == "cap" and isinstance(record, str):
         found = CAP_SENT.search(record.encode())
-        return datetime.fromisoformat(found.group(1).decode()) if found else None
+        if found is None:
+            return None
+        try:  # a message the pipeline will dead-letter may say anything here
+            sent = datetime.fromisoformat(found.group(1).decode())
+        except ValueError:
+            return None
+        return sent if sent.tzinfo is not None else None
     adapter = FEEDS.get(feed)
     if adapter is None or not isinstance(record, dict):
         return None
@@ -153,20 +177,35 @@ def _event_time(feed: str, record: Any) -> datetime | None:
     return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
+def _shifted(shift: timedelta) -> Callable[[re.Match[bytes]], bytes]:
+    """A time found in a CAP message, moved; one that is not a usable time stays as it is."""
+    def move(match: re.Match[bytes]) -> bytes:
+        try:
+            return (datetime.fromisoformat(match.group(0).decode()) + shift).isoformat().encode()
+        except (ValueError, OverflowError):
+            return match.group(0)
+    return move
+
+
 def rebase(item: ReplayItem, shift: timedelta) -> ReplayItem:
     """The same record with its event time moved by ``shift`` (other fields untouched)."""
     adapter = FEEDS.get(item.feed)
     if item.event_time is None or adapter is None:
         return item
+    try:
+        new_time = item.event_time + shift
+    except OverflowError:  # e.g. 9999-12-31 moved later: replayed as recorded
+        return item
     if item.feed == "cap":  # every time in the message moves together
-        value = ISO_TIME.sub(
-            lambda m: (datetime.fromisoformat(m.group(0).decode()) + shift).isoformat().encode(),
-            item.value)
-        return dataclasses.replace(item, value=value, event_time=item.event_time + shift)
+        return dataclasses.replace(item, value=ISO_TIME.sub(_shifted(shift), item.value),
+                                   event_time=new_time)
     record = orjson.loads(item.value)
-    new_time = item.event_time + shift
     record[adapter.time_field] = new_time.isoformat()
-    return dataclasses.replace(item, value=orjson.dumps(record), event_time=new_time)
+    try:
+        value = orjson.dumps(record)
+    except TypeError:  # nested deeper than orjson writes (254 levels): replayed as recorded
+        return item
+    return dataclasses.replace(item, value=value, event_time=new_time)
 
 
 def replay(
