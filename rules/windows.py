@@ -48,11 +48,16 @@ def insert(series: Series, t: float, value: float, keep_s: float) -> Series:
     >>> insert([[0.0, 1.0]], 7200.0, 2.0, keep_s=3600)
     [[7200.0, 2.0]]
     """
-    out = [list(p) for p in series]
-    bisect.insort(out, [float(t), float(value)])
+    point = [float(t), float(value)]
+    if not series or series[-1][0] < point[0]:  # in order: the common case
+        out = [*series, point]
+    else:
+        out = list(series)
+        bisect.insort(out, point)
     horizon = out[-1][0] - keep_s
-    first = bisect.bisect_left(out, [horizon, float("-inf")])
-    return out[first:]
+    if out[0][0] >= horizon:
+        return out
+    return out[bisect.bisect_left(out, [horizon, float("-inf")]):]
 
 
 def window_sum(series: Series, end: float, seconds: float) -> float:
