@@ -104,3 +104,27 @@ def test_sms_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     actions = results["workload"]["actions"]
     assert actions["send"] > 0 and actions["fold"] > 0, "the workload exercises holding"
     assert results["typhoon"] is None
+
+
+@pytest.mark.integration
+def test_pipeline_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
+    """``bench_pipeline --quick --profile``: the real broker, Redis and one sampled worker;
+    the results files are written with every part the README cites (no timing asserted)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_pipeline", "--quick", "--profile", "--out",
+         str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=280, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / "pipeline.md").read_text(encoding="utf-8").startswith(
+        "Pipeline benchmark")
+    res = json.loads((tmp_path / "pipeline.json").read_text(encoding="utf-8"))
+    assert res["quick"] is True and res["baseline"]["records_per_s"] > 0
+    (group,) = res["groups"]
+    assert group["workers"] == 1
+    assert group["capacity"]["completed"] and group["capacity"]["records_per_s"] > 0
+    run = [s for s in group["steps"] if "skipped" not in s]
+    assert run and all(s["produced"] > 0 and s["drained_after"] for s in run)
+    # readings that cross a threshold made alerts, matched back to their readings
+    assert sum(s["alerts"] for s in run) > 0
+    assert group["profile"]["samples"] > 0 and group["profile"]["by_stage"]
+    assert {t["target"] for t in res["targets"]} == {
+        ">= 20,000 rec/s sustained per worker", "p99 < 500 ms at 5,000 rec/s"}
