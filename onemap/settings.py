@@ -87,6 +87,9 @@ class Settings:
         None, "ONEMAP_SMS_OUTBOX",
         "SMS provider URL: file://PATH (JSONL outbox) or console://; "
         "default file://DATA_DIR/sms-outbox.jsonl.")
+    sms_pending_stale_s: float = setting(
+        120.0, "ONEMAP_SMS_PENDING_STALE",
+        "Seconds after which an SMS claim left pending by a killed worker is sent again.")
     sms_secret: str | None = setting(
         None, "ONEMAP_SMS_SECRET",
         "Password (SMPP) or token (HTTP) of the SMS gateway, kept out of the URL.", secret=True)

@@ -349,11 +349,11 @@ class RulesStage:
 
 
 def _copy_state(st: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A copy of a source's state that :meth:`RulesStage.evaluate` may change (the stored one stays as
-    it was if the reading is refused): the dicts one level down are copied, the series lists
-    are shared, since windows.insert returns new lists and nothing changes a series or a
-    pair in place. (A deep copy of 24 h of history per reading was 62% of a worker's time:
-    benchmarks/results/pipeline.md.)"""
+    """A copy of a source's state that :meth:`RulesStage.evaluate` may change (the stored
+    one stays as it was if the reading is refused): the dicts one level down are copied,
+    the series lists are shared, since windows.insert returns new lists and nothing changes
+    a series or a pair in place. (A deep copy of 24 h of history per reading was 62% of a
+    worker's time: benchmarks/results/pipeline.md.)"""
     if not st:
         return None
     return {k: dict(v) if isinstance(v, dict) else v for k, v in st.items()}

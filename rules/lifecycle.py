@@ -231,6 +231,8 @@ class LifecycleStage:
         previous = state.get(hazard.hazard_id) or {}
         open_level = WarningLevel(previous["level"]) if previous.get("open") else None
         seen = previous.get("observed_at")
+        if seen is not None and hazard.observed_at < datetime.fromisoformat(seen):
+            return None  # an older record again (redelivered after a crash): already applied
         fresh = seen is None or hazard.observed_at > datetime.fromisoformat(seen)
         step = transition_for(open_level, hazard.level,
                               update=hazard.level == hazard.previous_level and fresh)

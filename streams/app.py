@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 INPUT_TOPICS = {name: f"in.{name}" for name in ("weather", "water", "geohazard", "incident", "cap")}
 PIPELINE_TOPICS = ("observations", "hazards", "alerts", "deadletter")
-SINK_RETRY_MAX_S = 30.0
+SINK_RETRY_MAX_S = 10.0  # a sink back after an outage catches up within ~10 s
 SILENCE_CHECK_S = 5.0
 SILENCES_REFRESH_S = 5.0
 #: how often held SMS are checked for a due summary

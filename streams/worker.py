@@ -54,7 +54,8 @@ def run_worker(settings: Settings) -> int:
     follow_up.attach(provider)
     sms = SmsSink(client, provider, roster=lambda: ctx.roster.current, now=ctx.now,
                   registries=ctx.registries, limits=lambda: ctx.sms_limits,
-                  follow_up=follow_up, metrics=ctx.sink_metrics)
+                  follow_up=follow_up, metrics=ctx.sink_metrics,
+                  pending_stale_s=settings.sms_pending_stale_s)
     sinks: list[AlertSink] = [RedisStateSink(client), sms]
     app = Pipeline(ctx, sinks, redis=client, sms=sms, follow_up=follow_up).app
     log.warning("worker starting: kafka=%s redis=%s metrics=http://%s:%d/metrics",

@@ -38,9 +38,11 @@ from onemap.sinks.sms.roster import DutyRoster, masked
 from onemap.sinks.sms.routing import recipients, responsible_person
 from onemap.sinks.sms.storm import Action, Outgoing, StormItem, StormLimits, Stream, load_limits
 from onemap.sinks.sms.storm_store import (
+    PENDING_STALE_S,
     SENT_KEY_PREFIX,
     SENT_TTL_S,
     STALE_FLUSH,
+    ClaimInFlight,
     StormStore,
     TransactionConflict,
     text_of,
@@ -97,6 +99,7 @@ class SmsSink:
         limits: Callable[[], StormLimits] | None = None,
         follow_up: SmsFollowUp | None = None,
         metrics: SinkMetrics | None = None,
+        pending_stale_s: float = PENDING_STALE_S,
     ) -> None:
         self.registries = registries
         self.client = client
@@ -104,7 +107,7 @@ class SmsSink:
         self.roster = roster
         self.now = now
         self.limits = limits if limits is not None else _constant(load_limits())
-        self.store = StormStore(client, self.limits)
+        self.store = StormStore(client, self.limits, pending_stale_s=pending_stale_s)
         self.counts: Counter[str] = Counter()
         self.follow_up = follow_up
         self.metrics = metrics
@@ -150,7 +153,7 @@ class SmsSink:
         try:
             decision = await self.store.admit(item, message.phone, stream,
                                               message.recipient_id, now)
-        except (RedisError, TransactionConflict):
+        except (RedisError, TransactionConflict, ClaimInFlight):
             return Outcome.RETRY, False
         if decision is None:
             return Outcome.DUPLICATE, True

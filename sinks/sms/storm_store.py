@@ -59,8 +59,15 @@ DUE_KEY = "onemap:sms:storm:due"
 STALE_FLUSH = timedelta(minutes=5)
 #: attempts of one optimistic transaction before giving up (the caller retries later)
 MAX_ATTEMPTS = 50
+#: a claim still ``pending`` this long after it was taken belongs to a submit that died with
+#: its worker (longer than any submit takes: the provider timeout times the parts)
+PENDING_STALE_S = 120.0
 
 T = TypeVar("T")
+
+
+class ClaimInFlight(RuntimeError):
+    """The message's claim is ``pending``: a submit is in flight elsewhere (retry later)."""
 
 
 def state_key(stream: str, recipient_id: str) -> str:
@@ -85,9 +92,11 @@ class TransactionConflict(RuntimeError):
 class StormStore:
     """Decisions and flushes applied atomically to the recipients' state in Redis."""
 
-    def __init__(self, client: aioredis.Redis, limits: Callable[[], StormLimits]) -> None:
+    def __init__(self, client: aioredis.Redis, limits: Callable[[], StormLimits], *,
+                 pending_stale_s: float = PENDING_STALE_S) -> None:
         self.client = client
         self.limits = limits
+        self.pending_stale_s = pending_stale_s
 
     async def _transaction(self, keys: list[str],
                            body: Callable[[Pipeline], Awaitable[T]]) -> T:
@@ -130,15 +139,26 @@ class StormStore:
         None: the key was claimed before (a retry or replay of something already sent or
         held). A ``send`` decision leaves the claim ``pending`` and a budget slot reserved:
         call :meth:`settle` with the submit's outcome. A held message's claim is ``held``.
+
+        A claim ``pending`` for longer than ``pending_stale_s`` was left by a worker killed
+        mid-submit: its slot is given back and the message decided afresh (so sent, perhaps
+        a second time if the killed submit had reached the gateway: for an emergency alert
+        better twice than never). A younger ``pending`` claim raises :class:`ClaimInFlight`:
+        another worker is submitting it now; retry later.
         """
         limits = self.limits()
         skey = state_key(stream, recipient_id)
         claim = SENT_KEY_PREFIX + item.key
 
         async def body(pipe: Pipeline) -> Decision | None:
-            if await pipe.exists(claim):
-                return None
+            held = await pipe.get(claim)
             state = RecipientState.from_json(await pipe.get(skey))
+            if held is not None:
+                if text_of(held) != "pending":
+                    return None  # sent, failed or held: never again
+                if SENT_TTL_S - await pipe.ttl(claim) < self.pending_stale_s:
+                    raise ClaimInFlight(item.key)
+                state = release(state, item.key)  # its submit died with its worker
             decision = decide(state, item, now, limits)
             if decision.action == Action.DUPLICATE:
                 return decision

@@ -47,3 +47,14 @@ def read_until(
     finally:
         consumer.close()
     return records
+
+
+def produce_keyed(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Produce (key, value) records in order, each keyed (so a source stays on one partition)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        for key, value in records:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
