@@ -69,7 +69,7 @@ def interpolate(value: Any, env: dict[str, str], seen: set[str]) -> Any:
 PLANNED_METRICS: dict[str, str] = {}
 
 # Modules holding the project's metric containers (classes named *Metrics with a registry).
-METRIC_MODULES = ("onemap.metrics", "onemap.sinks.dashboard.server")
+METRIC_MODULES = ("onemap.metrics", "onemap.sinks.dashboard.server", "onemap.sinks.sms.followup")
 
 _PROMQL_WORDS = frozenset({
     "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
