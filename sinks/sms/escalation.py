@@ -37,7 +37,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -61,6 +61,7 @@ from onemap.sinks.sms.roster import (
 from onemap.sinks.sms.templates import DRILL_TAG, HAZARD_NAMES, SENDER_TAG, render
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AWAIT_PREFIX: Final = "onemap:sms:await:"
 AWAITING_KEY: Final = "onemap:sms:awaiting"
@@ -323,54 +324,56 @@ async def note_sent(client: aioredis.Redis, alert: Alert, messages: Sequence[Sms
     if alert.transition in ASKING and alert.notify == "send":
         await remember_sent(client, alert, messages, now)
     told = [m.recipient_id for m in messages]
-    key = await_key(alert.hazard_id)
-    for _ in range(_ATTEMPTS):
-        async with client.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                raw = await pipe.get(key)
-                entry = None if raw is None else Awaiting.from_json(raw)
-                new, reason = on_sent(entry, alert, told, roster, now)
-                if new == entry:
-                    return reason
-                pipe.multi()  # type: ignore[no-untyped-call]
-                if new is None:
-                    pipe.delete(key)
-                    pipe.zrem(AWAITING_KEY, alert.hazard_id)
-                else:
-                    pipe.set(key, new.to_json(), ex=AWAIT_TTL_S)
-                    pipe.zadd(AWAITING_KEY, {alert.hazard_id: new.due_at.timestamp()})
-                await pipe.execute()
-                return reason
-            except WatchError:
-                continue
-    raise RuntimeError(f"could not note the send of {alert.alert_id}: too many writers")
+
+    def change(entry: Awaiting | None) -> tuple[bool, Awaiting | None, str]:
+        new, reason = on_sent(entry, alert, told, roster, now)
+        return new != entry, new, reason
+
+    done, reason = await _update_awaiting(client, alert.hazard_id, change)
+    if not done or reason is None:
+        raise RuntimeError(f"could not note the send of {alert.alert_id}: too many writers")
+    return reason
 
 
 async def _replace_if_unchanged(client: aioredis.Redis, before: Awaiting,
                                 after: Awaiting | None) -> bool:
     """Write ``after`` (None: remove) only if the stored entry is still ``before``."""
-    key = await_key(before.hazard_id)
+
+    def change(current: Awaiting | None) -> tuple[bool, Awaiting | None, bool]:
+        return current == before, after, current == before
+
+    done, replaced = await _update_awaiting(client, before.hazard_id, change)
+    return done and bool(replaced)
+
+
+async def _update_awaiting(
+    client: aioredis.Redis, hazard_id: str,
+    change: Callable[[Awaiting | None], tuple[bool, Awaiting | None, T]],
+) -> tuple[bool, T | None]:
+    """Compare-and-set of one hazard's awaiting entry (WATCH / MULTI): ``change`` gets the
+    stored entry and says whether to write, what (None: remove) and what to answer.
+    (False, None) when other writers kept changing it."""
+    key = await_key(hazard_id)
     for _ in range(_ATTEMPTS):
         async with client.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
                 raw = await pipe.get(key)
-                current = None if raw is None else Awaiting.from_json(raw)
-                if current != before:
-                    return False
+                write, new, answer = change(None if raw is None else Awaiting.from_json(raw))
+                if not write:
+                    return True, answer
                 pipe.multi()  # type: ignore[no-untyped-call]
-                if after is None:
+                if new is None:
                     pipe.delete(key)
-                    pipe.zrem(AWAITING_KEY, before.hazard_id)
+                    pipe.zrem(AWAITING_KEY, hazard_id)
                 else:
-                    pipe.set(key, after.to_json(), ex=AWAIT_TTL_S)
-                    pipe.zadd(AWAITING_KEY, {before.hazard_id: after.due_at.timestamp()})
+                    pipe.set(key, new.to_json(), ex=AWAIT_TTL_S)
+                    pipe.zadd(AWAITING_KEY, {hazard_id: new.due_at.timestamp()})
                 await pipe.execute()
-                return True
+                return True, answer
             except WatchError:
                 continue
-    return False
+    return False, None
 
 
 async def escalate_due(client: aioredis.Redis, roster: DutyRoster, provider: SmsProvider,
