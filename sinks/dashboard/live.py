@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -404,6 +405,7 @@ class Hub:
         self.client = client
         self.state = state
         self.flush_s = flush_s
+        self._last_flush = -math.inf  # pushes are at most every flush_s, the first at once
         self.tick_s = tick_s
         self.resync_s = resync_s
         self.queue_size = queue_size
@@ -508,6 +510,7 @@ class Hub:
 
     def flush(self) -> None:
         """Push one ``update`` with everything applied since the last one."""
+        self._last_flush = time.monotonic()
         upsert = [m for m in self._markers.values() if m is not None]
         remove = [k for k, m in self._markers.items() if m is None]
         ticker = self._ticker[::-1][:TICKER_PER_UPDATE]
@@ -563,7 +566,9 @@ class Hub:
                 self.on_message(bytes(msg["data"]), _text(channel) if channel else
                                 EVENTS_CHANNEL)
                 if self._pending and flush_at is None:
-                    flush_at = time.monotonic() + self.flush_s
+                    # leading edge: a change after a quiet spell goes out at once (a lone red
+                    # alert must not wait the window); a burst after it waits the window
+                    flush_at = max(time.monotonic(), self._last_flush + self.flush_s)
             now = time.monotonic()
             if now >= next_resync:
                 await self.resync()
