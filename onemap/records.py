@@ -53,11 +53,17 @@ class Place:
             or "辖区外"
 
     def to_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
+        # Written out rather than dataclasses.asdict (which deep-copies field by field):
+        # this runs for every record on the hot path (half of ingest's own time was asdict,
+        # benchmarks/results/pipeline.md). Same keys in field order: the JSON is unchanged.
+        return {"city_code": self.city_code, "city_name": self.city_name,
+                "district_code": self.district_code, "district_name": self.district_name,
+                "town_code": self.town_code, "town_name": self.town_name,
+                "village_code": self.village_code, "village_name": self.village_name}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Place:
-        return cls(**{k: str(d.get(k, "")) for k in _PLACE_FIELDS})
+        return cls(*[str(d.get(k, "")) for k in _PLACE_FIELDS])
 
 
 _PLACE_FIELDS = tuple(f.name for f in dataclasses.fields(Place))
@@ -113,7 +119,8 @@ class KeyFigure:
     threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"name": self.name, "value": self.value, "unit": self.unit,
+                "threshold_name": self.threshold_name, "threshold": self.threshold}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KeyFigure:

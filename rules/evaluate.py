@@ -211,7 +211,8 @@ class RulesStage:
         an emergency).
         A whole feed going quiet stops the watermark: that shows in the feed metrics instead.
         """
-        items = [(k, v) for k, v in entries if v and v.get("newest") is not None]
+        items = [(k, v) for k, v in entries
+                 if isinstance(v, dict) and v.get("newest") is not None]
         # stream time per partition: partitions are consumed at their own pace, so a source
         # is only compared with the sources that share its partition (``partition`` is
         # recorded by the worker's table shell; a plain dict in tests has one partition)
@@ -316,7 +317,6 @@ class RulesStage:
                 result.hazards.append(self._silence_hazard(
                     key, st, level=WarningLevel.NONE, previous=raised, rules=rules,
                     reason=f"{source_name}恢复报送"))
-        as_of = datetime.fromisoformat(st["latest"]["observed_at"])
         current = {k: WarningLevel(v) for k, v in st["levels"].items()}
         changed = False
         for cand in evaluator(st, entry, rules, current):
@@ -338,7 +338,9 @@ class RulesStage:
                 hazard_id=f"{cand.hazard_type}:{obs.source_id}", hazard_type=cand.hazard_type,
                 feed=obs.feed, source_id=obs.source_id, source_name=source_name, level=level,
                 previous_level=now_level, place=obs.place, lon=obs.lon, lat=obs.lat,
-                observed_at=as_of, key_figure=cand.key_figure, reason=cand.reason,
+                # the newest reading's time, parsed only here (rare), not for every reading
+                observed_at=datetime.fromisoformat(st["latest"]["observed_at"]),
+                key_figure=cand.key_figure, reason=cand.reason,
                 rule_id=cand.rule_id, rule_version=rules.rule_version(cand.rule_id),
                 exercise=obs.exercise, trend=cand.trend,
             ))

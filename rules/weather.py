@@ -38,6 +38,10 @@ class WindRule(RuleFile):
     levels: Annotated[dict[str, WindBound], AfterValidator(require_four_colours)]
 
 
+#: each colour with its rule-file name (``label`` is a property: this runs for every reading)
+_LABELLED = tuple((c, c.label) for c in COLOURS)
+
+
 def rainstorm_level(rain: Series, newest: float, rule: RainstormRule) -> Candidate:
     """The highest colour whose window holds its rainfall, as of ``newest`` (event time).
 
@@ -48,16 +52,25 @@ def rainstorm_level(rain: Series, newest: float, rule: RainstormRule) -> Candida
     'orange'
     """
     reached = WarningLevel.NONE
-    sums = {c: window_sum(rain, newest, rule.levels[c.label].window_h * 3600) for c in COLOURS}
-    for colour in COLOURS:
-        if sums[colour] >= rule.levels[colour.label].rain_mm - 1e-9:
+    by_window: dict[float, float] = {}  # colours often share a window (orange and red: 3 h)
+    sums: list[float] = []  # per colour, in COLOURS order
+    for colour, label in _LABELLED:
+        bound = rule.levels[label]
+        seconds = bound.window_h * 3600
+        total = by_window.get(seconds)
+        if total is None:
+            total = by_window[seconds] = window_sum(rain, newest, seconds)
+        sums.append(total)
+        if total >= bound.rain_mm - 1e-9:
             reached = colour
     shown = reached if reached != WarningLevel.NONE else WarningLevel.BLUE
     bound = rule.levels[shown.label]
-    total = sums[shown]
+    total = sums[shown - 1]
     figure = KeyFigure(f"{bound.window_h:g}小时降雨", round(total, 1), "毫米",
                        f"{shown.chinese}预警线", bound.rain_mm)
-    last_hour = window_sum(rain, newest, 3600.0)
+    last_hour = by_window.get(3600.0)
+    if last_hour is None:
+        last_hour = window_sum(rain, newest, 3600.0)
     if reached == WarningLevel.NONE:
         reason = f"{bound.window_h:g}小时降雨{total:.1f}毫米，未达暴雨预警"
     else:
@@ -78,8 +91,8 @@ def wind_level(mean_ms: float | None, gust_ms: float | None, rule: WindRule) -> 
     'orange'
     """
     reached = WarningLevel.NONE
-    for colour in COLOURS:
-        bound = rule.levels[colour.label]
+    for colour, label in _LABELLED:
+        bound = rule.levels[label]
         if (mean_ms or 0.0) >= bound.mean_ms - 1e-9 or (gust_ms or 0.0) >= bound.gust_ms - 1e-9:
             reached = colour
     gust = gust_ms or 0.0

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import bisect
 import enum
+import operator
 
 Series = list[list[float]]
+
+_LOW, _HIGH = float("-inf"), float("inf")
+_VALUE = operator.itemgetter(1)
 
 
 class Arrival(enum.Enum):
@@ -67,9 +71,11 @@ def window_sum(series: Series, end: float, seconds: float) -> float:
     >>> window_sum(s, 7200.0, 3600), window_sum(s, 7200.0, 7200), window_sum(s, 7200.0, 7201)
     (30.0, 50.0, 60.0)
     """
-    lo = bisect.bisect_right(series, [end - seconds, float("inf")])
-    hi = bisect.bisect_right(series, [end, float("inf")])
-    return float(sum(v for _, v in series[lo:hi]))
+    lo = bisect.bisect_right(series, [end - seconds, _HIGH])
+    hi = bisect.bisect_right(series, [end, _HIGH])
+    # the same additions in the same order as summing the pairs one by one (so the same
+    # float), without a Python-level generator: this runs several times per reading
+    return float(sum(map(_VALUE, series[lo:hi])))
 
 
 def window_max(series: Series, end: float, seconds: float) -> float | None:
@@ -80,10 +86,9 @@ def window_max(series: Series, end: float, seconds: float) -> float | None:
     >>> window_max([[0.0, 5.0]], 1200.0, 600.0) is None
     True
     """
-    lo = bisect.bisect_left(series, [end - seconds, float("-inf")])
-    hi = bisect.bisect_right(series, [end, float("inf")])
-    values = [v for _, v in series[lo:hi]]
-    return max(values) if values else None
+    lo = bisect.bisect_left(series, [end - seconds, _LOW])
+    hi = bisect.bisect_right(series, [end, _HIGH])
+    return max(map(_VALUE, series[lo:hi])) if hi > lo else None
 
 
 def rate_per_hour(series: Series, end: float, seconds: float) -> float | None:

@@ -14,7 +14,7 @@ import numpy as np
 from onemap.errors import InputRejected
 from onemap.geo.crs import to_wgs84
 from onemap.records import Observation, Place
-from onemap.registries import Registries
+from onemap.registries import Registries, WeatherStation
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS, Feed, Reading
 
@@ -77,7 +77,9 @@ class IngestStage:
             raise InputRejected(
                 "unknown-source",
                 f"{reading.source_id!r} is not in the {reading.feed} registry", field=field)
-        kind = getattr(entry, "kind", reading.feed)
+        # not getattr(entry, "kind", default): for weather stations (no kind) that goes
+        # through pydantic's __getattr__ and an AttributeError on every record
+        kind = reading.feed if isinstance(entry, WeatherStation) else entry.kind
         return _Source(str(kind), entry.lon, entry.lat)
 
     def _on_globe(

@@ -128,3 +128,40 @@ def test_pipeline_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     assert group["profile"]["samples"] > 0 and group["profile"]["by_stage"]
     assert {t["target"] for t in res["targets"]} == {
         ">= 20,000 rec/s sustained per worker", "p99 < 500 ms at 5,000 rec/s"}
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+def test_sinks_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
+    """``bench_sinks --quick``: the real broker, Redis, loopback SMSC, one worker, the dashboard
+    and headless Chromium. Every alert record reaches the SMSC (each expected message, matched
+    to its record) and the wall's DOM on both paths, the frame runs record frames, and the
+    results files hold what the README cites (no timing asserted)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sinks", "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / "sinks.md").read_text(encoding="utf-8").startswith("Sinks benchmark")
+    res = json.loads((tmp_path / "sinks.json").read_text(encoding="utf-8"))
+    assert res["quick"] is True
+    runs = res["latency"]["runs"]
+    assert [(r["path"], r["rate"]) for r in runs] == [("pipeline", "low"), ("direct", "low")]
+    for r in runs:
+        # every alert goes to at least the city and its district's duty officer, in one part
+        assert r["sms_expected"] >= 2 * r["alerts"] > 0
+        assert r["sms_missing"] == 0 and r["sms_multipart"] == 0
+        assert r["sms_per_message_ms"]["n"] == r["sms_expected"]
+        assert r["dom_missing"] == {"ticker": 0, "top": 0}
+        assert r["dom_ticker_row_ms"]["n"] == r["redis_publish_to_dom_ms"]["n"] == r["alerts"]
+    assert runs[0]["producer_ack_ms"]["n"] == runs[0]["alerts"]
+    assert res["latency"]["page_errors"] == []
+    assert {c["measure"] for c in res["comparison"]} == {
+        "sms_per_message_ms", "sms_first_of_alert_ms", "to_redis_publish_ms",
+        "redis_publish_to_dom_ms", "dom_ticker_row_ms"}
+    frames = res["frames"]["runs"]
+    assert [f["markers"] for f in frames] == [100, 1_000]
+    for f in frames:
+        assert f["page_errors"] == []
+        for phase in ("idle", "zoom_and_pan", "update_burst"):
+            assert f[phase]["frames"] > 0, (f["markers"], phase)
+    assert {x["phase"] for x in res["frame_ratios"]} == {"idle", "zoom_and_pan", "update_burst"}
