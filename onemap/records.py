@@ -23,6 +23,10 @@ def loads(raw: bytes | str) -> Any:
     return orjson.loads(raw)
 
 
+#: The partition key and area code of what lies on no unit of the map.
+OUT_OF_AREA_CODE = "out-of-area"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Place:
     """Where something is on the four-level map; empty codes mean not located at that level."""
@@ -42,9 +46,10 @@ class Place:
 
     @property
     def area_code(self) -> str:
-        """The most precise code known: the partition key of hazards."""
+        """The most precise code known: the unit something is placed on (hazards are
+        partitioned by their district instead: onemap.rules.lifecycle.rank_area)."""
         return self.village_code or self.town_code or self.district_code or self.city_code \
-            or "out-of-area"
+            or OUT_OF_AREA_CODE
 
     @property
     def label(self) -> str:

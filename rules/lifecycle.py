@@ -42,7 +42,7 @@ from pydantic import Field
 
 from onemap.datafiles import RuleFile, StrictModel
 from onemap.levels import WarningLevel
-from onemap.records import Alert, Hazard, Place
+from onemap.records import OUT_OF_AREA_CODE, Alert, Hazard, Place
 from onemap.rules.urgency import Scope, UrgencyContext, UrgencyModel, same_area, urgency
 
 LevelName = Literal["blue", "yellow", "orange", "red"]
@@ -96,7 +96,7 @@ def rank_area(place: Place) -> str:
     >>> rank_area(Place("440400")), rank_area(Place())
     ('440400', 'out-of-area')
     """
-    return place.district_code or place.city_code or "out-of-area"
+    return place.district_code or place.city_code or OUT_OF_AREA_CODE
 
 
 # -- the policy file -----------------------------------------------------------------------
@@ -187,11 +187,12 @@ class Exposure:
 
     def context(self, hazard: Hazard, model: UrgencyModel,
                 colocated: Sequence[Hazard]) -> UrgencyContext:
-        place = hazard.place
-        code = place.village_code or place.town_code or place.district_code or place.city_code
         sites = self.sites_near(hazard.lon, hazard.lat, model.radius_m(model.kind_of(hazard)))
-        return UrgencyContext(population=self.population_of(code) if code else 0,
-                              sites=sites, colocated=colocated)
+        place = hazard.place
+        # the most precise unit known: the village, or the whole area a hazard is placed on
+        people = self.population_of(place.area_code) if place.area_code != OUT_OF_AREA_CODE \
+            else 0
+        return UrgencyContext(population=people, sites=sites, colocated=colocated)
 
 
 #: A silence check: the reason a hazard is silenced now, or None.

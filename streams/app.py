@@ -397,6 +397,17 @@ class Pipeline:
     def outbox(self) -> Outbox:
         return Outbox(self.app, self.m.broker_errors.labels("send").inc, self._partitions)
 
+    async def output_then_state(self, out: Outbox, state: EventBoundTable) -> None:
+        """End a stateful stage's batch: its output delivered first, then its state.
+
+        If the worker dies in between, the batch is consumed again and its output re-issued
+        under the same ids (sinks are idempotent on them); the other order would find the
+        batch already applied and lose its output.
+        """
+        await out.send()
+        await self.app.producer.flush()
+        await state.seal(self.app.producer)
+
     def agent(self, channel: faust.TopicT, name: str,
               fun: Callable[[faust.StreamT[bytes]], Awaitable[None]]) -> None:
         """An agent whose crash crashes the worker: a bug must not leave a stage silently
@@ -456,12 +467,13 @@ class Pipeline:
             started = time.perf_counter()
             decoded = await self.decode(events, "rules", Observation.from_json)
             changed_from: dict[str, float] = {}  # the oldest reading of each source
-            for o, _ in decoded:
+            event_of_key: dict[str, EventT[bytes]] = {}  # the last record of each source
+            for o, e in decoded:
                 key, t = state_key(o), o.observed_at.timestamp()
+                event_of_key[key] = e
                 if t < changed_from.get(key, t + 1.0):
                     changed_from[key] = t
-            state = SourceStateTable(self.source_state, stream,
-                                     {state_key(o): e for o, e in decoded}, changed_from,
+            state = SourceStateTable(self.source_state, stream, event_of_key, changed_from,
                                      self._source_cache)
             result = self.ctx.rules.process([o for o, _ in decoded], state,
                                             self.ctx.rulebook.current)
@@ -479,9 +491,7 @@ class Pipeline:
                     self.m.rule_decisions.labels(decision.value).inc(count)
             for hazard in result.hazards:
                 out.add(self.hazards, rank_area(hazard.place).encode(), hazard.to_json())
-            await out.send()
-            await self.app.producer.flush()
-            await state.seal(self.app.producer)  # after the output: see EventBoundTable
+            await self.output_then_state(out, state)
             await self.check_silence()
             self.m.records_out.labels("rules").inc(len(result.hazards))
             self.m.batch_seconds.labels("rules").observe(time.perf_counter() - started)
@@ -500,9 +510,6 @@ class Pipeline:
             book = self.ctx.rulebook.current
             out = self.ctx.lifecycle.process([h for h, _ in decoded], state, book.urgency,
                                              book.lifecycle, now=now, mute=self.mute)
-            # The alerts go out before the state that records them: if the worker dies in
-            # between, the hazards are processed again and the same alert ids re-issued
-            # (sinks are idempotent on them); the other order would lose the alerts.
             outbox = self.outbox()
             for alert in out:
                 self.m.alerts.labels(alert.level.label, alert.transition).inc()
@@ -510,9 +517,7 @@ class Pipeline:
                     max(0.0, (now - alert.hazard.observed_at).total_seconds()))
                 outbox.add(self.alerts, rank_area(alert.hazard.place).encode(),
                            alert.to_json())
-            await outbox.send()
-            await self.app.producer.flush()
-            await state.seal(self.app.producer)
+            await self.output_then_state(outbox, state)
             self.m.records_out.labels("lifecycle").inc(len(out))
             self.m.batch_seconds.labels("lifecycle").observe(time.perf_counter() - started)
 
