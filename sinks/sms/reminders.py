@@ -39,6 +39,7 @@ from onemap.sinks.dashboard.state import read_alert
 from onemap.sinks.response import read_loop
 from onemap.sinks.sms.message import SmsMessage
 from onemap.sinks.sms.outbox import SmsProvider
+from onemap.sinks.sms.storm_store import submit_once
 from onemap.sinks.sms.templates import DRILL_TAG, SENDER_TAG, render
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 REMIND_PREFIX: Final = "onemap:sms:remind:"
 REMIND_DUE_KEY: Final = "onemap:sms:remind:due"
 REMIND_TTL_S: Final = 7 * 24 * 3600
-SENT_PREFIX: Final = "onemap:sms:sent:"
-SENT_TTL_S: Final = 30 * 24 * 3600
 #: loop steps after which the command room no longer needs reminding
 DONE_STEPS: Final = frozenset({"handled", "closed"})
 #: transitions whose SMS ask people to act (reminders follow them)
@@ -199,20 +198,14 @@ async def _send(client: aioredis.Redis, provider: SmsProvider, reminder: Reminde
     text = render_reminder(alert, step_s * reminder.number / 3600)
     complete = True
     for recipient_id, phone in reminder.recipients:
-        key = f"remind/{alert.alert_id}/{reminder.number}/{recipient_id}"
-        if not await client.set(SENT_PREFIX + key, "pending", nx=True, ex=SENT_TTL_S):
+        message = SmsMessage(key=f"remind/{alert.alert_id}/{reminder.number}/{recipient_id}",
+                             alert_id=alert.alert_id, recipient_id=recipient_id, phone=phone,
+                             text=text, exercise=alert.hazard.exercise)
+        outcome = await submit_once(client, provider, message, now)
+        if isinstance(outcome, str):
             continue  # sent (or being sent) by another tick
-        message = SmsMessage(key=key, alert_id=alert.alert_id, recipient_id=recipient_id,
-                             phone=phone, text=text, exercise=alert.hazard.exercise)
-        try:
-            outcome = (await provider.submit([message], now))[0]
-        except OSError:
-            outcome = Outcome.RETRY
         if outcome in (Outcome.RETRY, Outcome.DUPLICATE):
-            await client.delete(SENT_PREFIX + key)
             complete = False
-        else:
-            await client.set(SENT_PREFIX + key, outcome.value, xx=True, ex=SENT_TTL_S)
-            if outcome == Outcome.FAILED:
-                log.error("reminder %s failed for good", key)
+        elif outcome == Outcome.FAILED:
+            log.error("reminder %s failed for good", message.key)
     return complete

@@ -45,7 +45,7 @@ from onemap.sinks.sms.storm_store import (
     ClaimInFlight,
     StormStore,
     TransactionConflict,
-    text_of,
+    submit_once,
 )
 from onemap.sinks.sms.templates import render
 
@@ -196,27 +196,20 @@ class SmsSink:
         if planned is None:
             return
         outgoing, phone = planned
-        claim = SENT_KEY_PREFIX + outgoing.key
-        if not await self.client.set(claim, "pending", nx=True, ex=SENT_TTL_S):
-            value = text_of(await self.client.get(claim))
-            if value in (Outcome.DELIVERED.value, Outcome.FAILED.value):
-                await self._finish(stream, recipient_id, outgoing, value, now)
-            elif value == "pending" and now - outgoing.started_at >= STALE_FLUSH:
+        message = SmsMessage(key=outgoing.key, alert_id=outgoing.key, recipient_id=recipient_id,
+                             phone=phone, text=outgoing.text, exercise=stream == "exercise")
+        outcome = await submit_once(self.client, self.provider, message, now)
+        if isinstance(outcome, str):  # claimed before
+            if outcome in (Outcome.DELIVERED.value, Outcome.FAILED.value):
+                await self._finish(stream, recipient_id, outgoing, outcome, now)
+            elif outcome == "pending" and now - outgoing.started_at >= STALE_FLUSH:
                 log.error("SMS summary %s was interrupted mid-submit; closed as unconfirmed "
                           "(never sent twice)", outgoing.key)
                 await self._finish(stream, recipient_id, outgoing, "unconfirmed", now)
             return  # another worker is submitting it right now
-        message = SmsMessage(key=outgoing.key, alert_id=outgoing.key, recipient_id=recipient_id,
-                             phone=phone, text=outgoing.text, exercise=stream == "exercise")
-        try:
-            outcome = (await self.provider.submit([message], now))[0]
-        except OSError:
-            outcome = Outcome.RETRY
         if outcome in (Outcome.RETRY, Outcome.DUPLICATE):
-            await self.client.delete(claim)  # same text, same key at the next tick
-            self.counts["flush:retry"] += 1
+            self.counts["flush:retry"] += 1  # same text, same key at the next tick
             return
-        await self.client.set(claim, outcome.value, xx=True, ex=SENT_TTL_S)
         if outcome == Outcome.FAILED:
             log.error("SMS summary %s to %s failed for good (%d held messages)", outgoing.key,
                       masked(phone), len(outgoing.keys))

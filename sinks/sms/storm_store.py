@@ -34,6 +34,8 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from onemap.sinks.base import Outcome
+from onemap.sinks.sms.message import SmsMessage
+from onemap.sinks.sms.outbox import SmsProvider
 from onemap.sinks.sms.storm import (
     Action,
     Decision,
@@ -239,6 +241,29 @@ class StormStore:
 
     async def state(self, stream: Stream, recipient_id: str) -> RecipientState:
         return RecipientState.from_json(await self.client.get(state_key(stream, recipient_id)))
+
+
+async def submit_once(client: aioredis.Redis, provider: SmsProvider, message: SmsMessage,
+                      now: datetime) -> Outcome | str:
+    """Submit ``message`` under its idempotency claim ``onemap:sms:sent:<key>``.
+
+    Returns the submit's outcome, or the claim's value (a ``str``: ``pending``,
+    ``delivered``...) when the key was claimed before, and then sends nothing. A delivered or
+    failed submit is recorded on the claim; a transient one (retry, duplicate) releases it,
+    so the next attempt may claim it again with the same key.
+    """
+    claim = SENT_KEY_PREFIX + message.key
+    if not await client.set(claim, "pending", nx=True, ex=SENT_TTL_S):
+        return text_of(await client.get(claim))
+    try:
+        outcome = (await provider.submit([message], now))[0]
+    except OSError:
+        outcome = Outcome.RETRY
+    if outcome in (Outcome.RETRY, Outcome.DUPLICATE):
+        await client.delete(claim)
+    else:
+        await client.set(claim, outcome.value, xx=True, ex=SENT_TTL_S)
+    return outcome
 
 
 def text_of(value: Any) -> str:
