@@ -25,7 +25,6 @@ from onemap.streams.replay import replay
 from tests.conftest import Broker, start_worker, worker_env
 from tests.integration.kafka_helpers import read_until
 from tests.oracle.compare import (
-    StreamAlert,
     hazard_differences,
     in_stream_order,
     inadmissible_silences,
@@ -64,7 +63,7 @@ class TyphoonRun:
 
     inputs: dict[str, list[bytes]]
     hazards: list[HazardRecord]
-    alerts: list[StreamAlert]
+    alerts: list[AlertRecord]
 
 
 @dataclasses.dataclass

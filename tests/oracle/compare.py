@@ -40,28 +40,16 @@ def stream_hazard(raw: bytes | dict[str, Any]) -> HazardRecord:
         trend=dict(d.get("trend") or {}))
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamAlert:
-    alert_id: str
-    hazard_id: str
-    seq: int
-    transition: str
-    level: int
-    previous_level: int
-    hazard: HazardRecord
-    score: float
-    breakdown: dict[str, float]
-
-
-def stream_alert(raw: bytes) -> StreamAlert:
+def stream_alert(raw: bytes) -> AlertRecord:
+    """A ledger record decoded into the oracle's own alert record (same fields)."""
     d = json.loads(raw)
-    return StreamAlert(d["alert_id"], d["hazard_id"], int(d["seq"]), d["transition"],
+    return AlertRecord(d["alert_id"], d["hazard_id"], int(d["seq"]), d["transition"],
                        level_of(d["level"]), level_of(d["previous_level"]),
                        stream_hazard(d["hazard"]), float(d["score"]),
                        {k: float(v) for k, v in d["score_breakdown"].items()})
 
 
-def stream_entries(alerts: Iterable[StreamAlert]) -> list[LedgerEntry]:
+def stream_entries(alerts: Iterable[AlertRecord]) -> list[LedgerEntry]:
     return [LedgerEntry(a.hazard_id, a.transition, a.level, a.score, a.hazard.observed_at,
                         a.hazard.place, a.hazard.exercise) for a in alerts]
 
@@ -211,12 +199,12 @@ def in_stream_order(oracle: Sequence[HazardRecord], stream: Sequence[HazardRecor
 
 # -- alerts ------------------------------------------------------------------------------------
 
-def transition_differences(oracle: Sequence[AlertRecord], stream: Sequence[StreamAlert],
+def transition_differences(oracle: Sequence[AlertRecord], stream: Sequence[AlertRecord],
                            ) -> list[str]:
     """The ledger, alert by alert in order: id, transition, level, previous level."""
     out: list[str] = []
 
-    def row(a: AlertRecord | StreamAlert) -> tuple[str, str, str, str]:
+    def row(a: AlertRecord) -> tuple[str, str, str, str]:
         return a.alert_id, a.transition, LEVELS[a.level], LEVELS[a.previous_level]
 
     mine, theirs = [row(a) for a in oracle], [row(a) for a in stream]
@@ -232,7 +220,7 @@ def transition_differences(oracle: Sequence[AlertRecord], stream: Sequence[Strea
     return out
 
 
-def score_differences(oracle: Sequence[AlertRecord], stream: Sequence[StreamAlert],
+def score_differences(oracle: Sequence[AlertRecord], stream: Sequence[AlertRecord],
                       ) -> list[str]:
     """Score and breakdown of every alert both sides made."""
     theirs = {a.alert_id: a for a in stream}
