@@ -195,16 +195,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def machine() -> dict[str, Any]:
-    import aiokafka
-    import faust
-    model = ""
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def machine() -> dict[str, Any]:
+    import aiokafka
+    import faust
+    return {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
+            "python": platform.python_version(),
             "faust": faust.__version__, "aiokafka": aiokafka.__version__,
             "platform": platform.platform()}
 

@@ -82,7 +82,7 @@ import orjson
 import redis.asyncio as aioredis
 import shapely
 
-from benchmarks.bench_pipeline import cpu_seconds, loadavg, percentile
+from benchmarks.bench_pipeline import cpu_model, cpu_seconds, loadavg, percentile
 from onemap.embedded import (
     free_port,
     onemap_command,
@@ -243,19 +243,14 @@ class Load:
 
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     chromium = ""
     with contextlib.suppress(OSError):
         import subprocess
         chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True,
                                   timeout=20, check=False).stdout.strip()
-    return {"cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform(), "chromium": chromium,
+    return {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "chromium": chromium,
             "playwright": version("playwright")}
 
 
