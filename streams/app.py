@@ -368,7 +368,7 @@ class Pipeline:
         #: good list is kept while Redis is unreachable
         self.silences: list[Silence] = []
         self._silences_read_at = -SILENCES_REFRESH_S
-        self._silence_checked_at = 0.0
+        self._rules_batch = asyncio.Lock()
         for feed, topic_name in INPUT_TOPICS.items():
             if feed in FEEDS:
                 self.agent(self.topic(topic_name), f"onemap.ingest.{feed}",
@@ -379,6 +379,7 @@ class Pipeline:
             # the wall display (each agent gets every alert; offsets commit when all acked)
             self.agent(self.alerts, f"onemap.sinks.{sink.name}", self._sink_agent(sink))
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_rules)
+        self.app.timer(interval=SILENCE_CHECK_S)(self.check_silence)
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_roster)
         # SMS follow-ups: summaries of held messages, escalation of unacknowledged alerts,
         # deputies of undeliverable ones. Every worker may run them: each step is claimed
@@ -464,37 +465,41 @@ class Pipeline:
 
     async def rules_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for events in self.batches(stream):
-            started = time.perf_counter()
-            decoded = await self.decode(events, "rules", Observation.from_json)
-            changed_from: dict[str, float] = {}  # the oldest reading of each source
-            event_of_key: dict[str, EventT[bytes]] = {}  # the last record of each source
-            for o, e in decoded:
-                key, t = state_key(o), o.observed_at.timestamp()
-                event_of_key[key] = e
-                if t < changed_from.get(key, t + 1.0):
-                    changed_from[key] = t
-            state = SourceStateTable(self.source_state, stream, event_of_key, changed_from,
-                                     self._source_cache)
-            result = self.ctx.rules.process([o for o, _ in decoded], state,
-                                            self.ctx.rulebook.current)
-            now = self.ctx.now()
-            out = self.outbox()
-            event_of = {id(o): e for o, e in decoded}  # the exact record, for its bytes
-            for rejected in result.rejected:
-                event = event_of[id(rejected.observation)]
-                self.m.dead_letters.labels(rejected.observation.feed, rejected.reason).inc()
-                dl = DeadLetter(_raw(event), rejected.observation.feed, "rules",
-                                rejected.reason, rejected.detail)
-                out.add(self.deadletter, event.key, dl.to_json(now))
-            for decision, count in result.decisions.items():
-                if count:
-                    self.m.rule_decisions.labels(decision.value).inc(count)
-            for hazard in result.hazards:
-                out.add(self.hazards, rank_area(hazard.place).encode(), hazard.to_json())
-            await self.output_then_state(out, state)
-            await self.check_silence()
-            self.m.records_out.labels("rules").inc(len(result.hazards))
-            self.m.batch_seconds.labels("rules").observe(time.perf_counter() - started)
+            async with self._rules_batch:  # the silence check must not see half a batch
+                await self.rules_batch(stream, events)
+
+    async def rules_batch(self, stream: faust.StreamT[bytes],
+                          events: list[EventT[bytes]]) -> None:
+        started = time.perf_counter()
+        decoded = await self.decode(events, "rules", Observation.from_json)
+        changed_from: dict[str, float] = {}  # the oldest reading of each source
+        event_of_key: dict[str, EventT[bytes]] = {}  # the last record of each source
+        for o, e in decoded:
+            key, t = state_key(o), o.observed_at.timestamp()
+            event_of_key[key] = e
+            if t < changed_from.get(key, t + 1.0):
+                changed_from[key] = t
+        state = SourceStateTable(self.source_state, stream, event_of_key, changed_from,
+                                 self._source_cache)
+        result = self.ctx.rules.process([o for o, _ in decoded], state,
+                                        self.ctx.rulebook.current)
+        now = self.ctx.now()
+        out = self.outbox()
+        event_of = {id(o): e for o, e in decoded}  # the exact record, for its bytes
+        for rejected in result.rejected:
+            event = event_of[id(rejected.observation)]
+            self.m.dead_letters.labels(rejected.observation.feed, rejected.reason).inc()
+            dl = DeadLetter(_raw(event), rejected.observation.feed, "rules",
+                            rejected.reason, rejected.detail)
+            out.add(self.deadletter, event.key, dl.to_json(now))
+        for decision, count in result.decisions.items():
+            if count:
+                self.m.rule_decisions.labels(decision.value).inc(count)
+        for hazard in result.hazards:
+            out.add(self.hazards, rank_area(hazard.place).encode(), hazard.to_json())
+        await self.output_then_state(out, state)
+        self.m.records_out.labels("rules").inc(len(result.hazards))
+        self.m.batch_seconds.labels("rules").observe(time.perf_counter() - started)
 
     async def lifecycle_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for events in self.batches(stream):
@@ -532,14 +537,15 @@ class Pipeline:
     async def check_silence(self) -> None:
         """Report sources of this worker's partitions that stopped reporting.
 
-        Called by the rules agent after a batch's state is written, at most every
-        SILENCE_CHECK_S: silence is judged in stream time, which only moves with records,
-        and a check between the agent's writes (a timer) could read a source's state from
-        before the reading that just arrived and report it silent by mistake.
+        A timer, every SILENCE_CHECK_S (also once the records stop: a source lost at the
+        end of a storm is still reported). It waits for the rules agent's batch in progress:
+        mid-batch, a source's new reading is not yet in the table, and the source would be
+        reported silent by mistake.
         """
-        if time.monotonic() - self._silence_checked_at < SILENCE_CHECK_S:
-            return
-        self._silence_checked_at = time.monotonic()
+        async with self._rules_batch:
+            await self._report_silent_sources()
+
+    async def _report_silent_sources(self) -> None:
         hazards = self.ctx.rules.silent_sources(
             [(k, v) for k, v in self.source_state.items()
              if not k.startswith(MARKER_PREFIX) and not is_chunk_key(k)],
