@@ -3,6 +3,11 @@
     onemap.in.<feed> --ingest--> onemap.observations --rules--> onemap.hazards
         --lifecycle--> onemap.alerts --sinks--> Redis state, SMS
 
+Incident reports and CAP warnings take a lane of their own between ingest and rules,
+``onemap.observations.priority`` with its own rules agent: a burst of sensor readings
+(thousands a second in a storm) then never queues the news that is urgent by itself
+(docs/operations.md, "Overload and priority").
+
 Stages talk only through Kafka topics, so each scales by adding workers to the group.
 Partition keys keep state local: observations by source (per-source windows and levels),
 hazards and alerts by area. Offsets are committed after a batch is processed and its output
@@ -41,7 +46,10 @@ from onemap.streams.source_state import assemble, chunk_key, is_chunk_key, split
 log = logging.getLogger(__name__)
 
 INPUT_TOPICS = {name: f"in.{name}" for name in ("weather", "water", "geohazard", "incident", "cap")}
-PIPELINE_TOPICS = ("observations", "hazards", "alerts", "deadletter")
+PIPELINE_TOPICS = ("observations", "observations.priority", "hazards", "alerts", "deadletter")
+#: feeds whose every record is a report on its own (no window, no rate): few, and the most
+#: urgent news; their observations skip the queue of the sensor readings
+PRIORITY_FEEDS = frozenset({"incident", "cap"})
 SINK_RETRY_MAX_S = 10.0  # a sink back after an outage catches up within ~10 s
 SILENCE_CHECK_S = 5.0
 SILENCES_REFRESH_S = 5.0
@@ -51,6 +59,13 @@ SMS_TICK_S = 15.0
 MARKER_PREFIX = "__marker__:"
 
 T = TypeVar("T")
+
+
+def observations_topic(feed: str) -> str:
+    """The topic (without prefix) a feed's observations go to: the priority lane or the
+    bulk of the readings. A source's observations always take the same lane, so its
+    readings stay in order and its state in one partition."""
+    return "observations.priority" if feed in PRIORITY_FEEDS else "observations"
 
 
 def all_topics(ctx_prefix: str) -> list[str]:
@@ -347,7 +362,8 @@ class Pipeline:
         self.follow_up = follow_up
         self.m = ctx.metrics
         self.app = make_faust_app(ctx)
-        self.observations = self.topic("observations")
+        self.observations = {name: self.topic(name)
+                             for name in ("observations", "observations.priority")}
         self.hazards = self.topic("hazards")
         self.alerts = self.topic("alerts")
         self.deadletter = self.topic("deadletter")
@@ -373,7 +389,11 @@ class Pipeline:
             if feed in FEEDS:
                 self.agent(self.topic(topic_name), f"onemap.ingest.{feed}",
                            self._ingest_agent(feed))
-        self.agent(self.observations, "onemap.rules", self.rules_agent)
+        # two rules agents, one per lane, taking turns (self._rules_batch): the priority
+        # lane waits for at most one batch of readings, never for the readings' backlog
+        self.agent(self.observations["observations"], "onemap.rules", self.rules_agent)
+        self.agent(self.observations["observations.priority"], "onemap.rules.priority",
+                   self.rules_agent)
         self.agent(self.hazards, "onemap.lifecycle", self.lifecycle_agent)
         for sink in self.sinks:  # one agent per sink: a failing SMS gateway never holds up
             # the wall display (each agent gets every alert; offsets commit when all acked)
@@ -390,7 +410,8 @@ class Pipeline:
             self.app.timer(interval=ESCALATION_CHECK_S)(follow_up.tick)
         # --- health: consumer lag, feed activity, live hazards, onemap:feeds (streams/health.py)
         consumed = [self.ctx.settings.topic(t) for t in (*INPUT_TOPICS.values(),
-                                                          "observations", "hazards", "alerts")]
+                                                          *self.observations,
+                                                          "hazards", "alerts")]
         self.health = HealthMonitor(self.app, ctx, consumed, self.alert_state,
                                     hazards_topic=self.ctx.settings.topic("hazards"))
         self.app.timer(interval=HEALTH_INTERVAL_S)(self.health.tick)
@@ -447,8 +468,9 @@ class Pipeline:
             log.info("dead letter", extra={"feed": feed, "reason": dl.reason,
                                            "offset": dl.record.offset})
             out.add(self.deadletter, dl.record.key, dl.to_json(now))
+        lane = self.observations[observations_topic(feed)]
         for obs in result.observations:
-            out.add(self.observations, obs.source_id.encode(), obs.to_json())
+            out.add(lane, obs.source_id.encode(), obs.to_json())
         await out.send()
         self.m.records_out.labels("ingest").inc(len(result.observations))
         self.m.batch_seconds.labels("ingest").observe(time.perf_counter() - started)

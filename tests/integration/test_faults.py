@@ -21,6 +21,7 @@ consumer group and Redis database. docs/operations.md tells what each fault does
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -353,38 +354,84 @@ BURST = 10_000
 
 def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
     """Ten thousand readings at once (a typhoon's worth arriving in a few seconds, ten times
-    what a worker works off in a second here) ahead of a phase with a red escalation: Kafka
-    holds the backlog, the worker works it off, nothing is lost, and the red alert behind
-    the backlog comes out exactly as without it.
+    what a worker works off in a second here) ahead of a phase with a red escalation and an
+    incident that escalates: Kafka holds the backlog, the worker works it off, nothing is
+    lost, and the alerts behind the backlog come out exactly as without it.
 
-    What this does not give (docs/operations.md, "Overload"): priority. The red record waits
-    its turn behind the backlog of its partitions, in the ingest and in the rules stage.
+    Priority (docs/operations.md, "Overload and priority"): the incident takes the priority
+    lane (``onemap.observations.priority``), so its alert is issued while the rules stage is
+    still deep in the readings' backlog. The red water reading is a reading like the burst:
+    it waits its turn in its partitions, after the readings before it.
     """
     phases = expected_phases(3)
     assert any(a.level.label == "red" for a in phases[1])
+    reported = {a.alert_id for a in phases[1] if a.hazard.hazard_type == "incident"}
+    red = {a.alert_id for a in phases[1] if a.level.label == "red"}
+    assert reported and red
     prefix = prefix_for("burst")
     url, _ = rig.database()
     with stopping([]) as workers:
         workers.append(rig.worker(prefix, url))
         wait_group_settled(workers)
-        consumed_at_red: list[float] = []
+        progress = DecisionLog(workers[0])
 
         def strike(phase: int) -> None:
             if phase == 1:
+                progress.start()
                 produce_keyed(rig.bootstrap, f"{prefix}.in.water", noise_records(phase, BURST))
                 produce_phase(rig.bootstrap, prefix, phase)
-                red = {a.alert_id for a in phases[1] if a.level.label == "red"}
-                ledger(rig.bootstrap, f"{prefix}.alerts", red, 120)
-                consumed_at_red.append(workers[0].metric("onemap_records_in_total",
-                                                         feed="water"))
+                ledger(rig.bootstrap, f"{prefix}.alerts", reported | red, 120)
+                progress.stop()
 
         run_phases(rig.bootstrap, prefix, phases, between=strike, timeout_s=120,
                    produce=lambda phase: phase != 1)
         expected = expected_by_id(phases)
-        compare_ledger(ledger(rig.bootstrap, f"{prefix}.alerts", set(expected)), expected)
+        records = ledger(rig.bootstrap, f"{prefix}.alerts", set(expected))
+        compare_ledger(records, expected)
         total = BURST + len(phases) * len(NORMAL)
         wait_for(lambda: workers[0].metric("onemap_records_in_total", feed="water") >= total,
                  120, "the burst to be consumed", workers[0].alive)
         assert workers[0].metric("onemap_dead_letters_total") == 0
-        print(f"burst of {BURST}: the red alert behind it came out after "
-              f"{consumed_at_red[0]:.0f} water records were consumed")
+        issued = {r["alert_id"]: datetime.fromisoformat(r["issued_at"]).timestamp()
+                  for r in records}
+        at_report = progress.decided_by(max(issued[a] for a in reported))
+        at_red = progress.decided_by(min(issued[a] for a in red))
+        print(f"burst of {BURST}: the rules stage had decided on at most {at_report:.0f} "
+              f"observations when the incident's alert was issued, {at_red:.0f} when the red "
+              "water alert was")
+        # the report overtook the readings' backlog; the red reading did not (same lane)
+        assert at_report < BURST / 2, (at_report, at_red)
+        assert at_red >= BURST, (at_report, at_red)
+
+
+class DecisionLog:
+    """The rules stage's progress over time: the worker's count of observations decided on
+    (``onemap_rule_decisions_total``), sampled every 20 ms from its /metrics."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.samples: list[tuple[float, float]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _decided(self) -> float:
+        return self.worker.metric("onemap_rule_decisions_total")
+
+    def start(self) -> None:
+        self.base = self._decided()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            self.samples.append((time.time(), self._decided() - self.base))
+            self._done.wait(0.02)
+
+    def decided_by(self, moment: float) -> float:
+        """Observations decided on by ``moment`` at most: the first sample after it."""
+        later = [count for at, count in self.samples if at >= moment]
+        assert later, "the sampling stopped before that moment"
+        return later[0]

@@ -21,6 +21,7 @@ from kafka import KafkaConsumer
 from onemap.embedded import stop
 from onemap.settings import Settings
 from onemap.streams import typhoon
+from onemap.streams.app import observations_topic
 from onemap.streams.replay import replay
 from tests.conftest import Broker, start_worker, worker_env
 from tests.integration.kafka_helpers import read_until
@@ -124,7 +125,10 @@ def typhoon_run(broker: Broker, redis_url: str,
                                               timeout_s=60, quiet_s=0.0)]
                   for f, n in per_feed.items()}
         # every reading observed, then every hazard and alert (quiet for a few seconds)
-        _read_all(broker.bootstrap, topic("observations"), sent, timeout_s=240)
+        for lane in ("observations", "observations.priority"):
+            _read_all(broker.bootstrap, topic(lane),
+                      sum(n for f, n in per_feed.items() if observations_topic(f) == lane),
+                      timeout_s=240)
         stream = [stream_hazard(v) for _, v in
                   _read_all(broker.bootstrap, topic("hazards"), 1, timeout_s=60, quiet_s=8)]
         alerts = [stream_alert(v) for _, v in
