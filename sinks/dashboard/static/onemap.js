@@ -4,7 +4,9 @@
 // silences and drills.
 //
 // Data: one server-sent event stream (/api/events): "state" (full snapshot, on every connect)
-// and "update" (marker changes, new ticker lines, changed loops, fresh summary). An area's
+// and "update" (marker changes, new ticker lines, changed loops, fresh summary), in order on
+// one stream. The first update after a snapshot may repeat changes the snapshot already holds
+// (each carries a marker's latest value), so applying a delta is idempotent. An area's
 // top list comes from /api/top?area=CODE. Boundaries come from /api/boundaries/<level>.
 // Everything is served by OneMap itself; nothing from the internet.
 //
@@ -149,7 +151,7 @@
     window.addEventListener("resize", function () { map.invalidateSize(); fitHome(); });
 
     wall.cluster = L.markerClusterGroup({
-      chunkedLoading: true, chunkInterval: 100, showCoverageOnHover: false,
+      chunkedLoading: true, chunkInterval: 100, chunkProgress: addDone, showCoverageOnHover: false,
       spiderfyOnMaxZoom: true, maxClusterRadius: function () { return 3 * rem(); },
       removeOutsideVisibleBounds: true, iconCreateFunction: clusterIcon,
     });
@@ -317,29 +319,78 @@
                                    zIndexOffset: m[3] * 1000 });
   }
 
-  function setMarkers(list) {
-    wall.cluster.clearLayers();
-    wall.markers = new Map();
-    const layers = list.map(function (m) { const mk = makeMarker(m); wall.markers.set(m[0], mk); return mk; });
-    wall.cluster.addLayers(layers);
+  function sameMarker(mk, m) {  // what a marker shows: place, level, type (not the score)
+    const at = mk.getLatLng();
+    return at.lat === m[2] && at.lng === m[1] && mk.options.level === m[3] &&
+      mk.options.hazardType === m[4];
+  }
+
+  // wall.markers is what the map must show (hazard id → marker), changed at once by every
+  // pushed event; the cluster layer follows it through syncCluster(). Why not change the layer
+  // directly: with chunkedLoading, addLayers() of thousands of markers (a snapshot opened in a
+  // storm) runs over many timer ticks, and a marker still waiting in it has no cluster yet, so
+  // removeLayers() of it does nothing and the pending add puts it on the map later anyway:
+  // every delta for such a marker left a duplicate (or a resolved marker) behind for good.
+  // So the layer is changed only while no add is running; what arrives meanwhile is queued.
+  const inCluster = new Map();  // hazard id → the marker in the cluster layer (or being added)
+  const dirty = new Set();  // ids whose wanted marker may differ from the one in the layer
+  let adding = false;       // a chunked addLayers() is running
+
+  function setMarkers(list) {  // a full snapshot: keep markers that did not change
+    const next = new Map();
+    list.forEach(function (m) {
+      const old = wall.markers.get(m[0]);
+      next.set(m[0], old && sameMarker(old, m) ? old : makeMarker(m));
+      dirty.add(m[0]);
+    });
+    wall.markers.forEach(function (_, id) { if (!next.has(id)) dirty.add(id); });
+    wall.markers = next;
+    syncCluster();
   }
 
   function changeMarkers(delta) {
-    const gone = [];
-    const added = [];
     delta.remove.forEach(function (id) {
-      const mk = wall.markers.get(id);
-      if (mk) { gone.push(mk); wall.markers.delete(id); }
+      if (wall.markers.delete(id)) dirty.add(id);
     });
     delta.upsert.forEach(function (m) {
       const old = wall.markers.get(m[0]);
-      if (old) gone.push(old);
-      const mk = makeMarker(m);
-      wall.markers.set(m[0], mk);
-      added.push(mk);
+      if (old && sameMarker(old, m)) return;
+      wall.markers.set(m[0], makeMarker(m));
+      dirty.add(m[0]);
     });
-    if (gone.length) wall.cluster.removeLayers(gone);
-    if (added.length) wall.cluster.addLayers(added);
+    syncCluster();
+  }
+
+  function addDone(processed, total) {  // the cluster's chunkProgress callback
+    if (processed < total) return;
+    adding = false;
+    // called before addLayers() finishes its last chunk: go on once it has returned
+    Promise.resolve().then(syncCluster);
+  }
+
+  function syncCluster() {
+    if (adding || !dirty.size) return;
+    const gone = [];
+    let added = [];
+    dirty.forEach(function (id) {
+      const want = wall.markers.get(id);
+      const have = inCluster.get(id);
+      if (want === have) return;
+      if (have) { gone.push(have); inCluster.delete(id); }
+      if (want) { added.push(want); inCluster.set(id, want); }
+    });
+    dirty.clear();
+    if (gone.length && gone.length >= inCluster.size) {
+      // most of the layer goes (a snapshot after a long break): rebuilding is quicker
+      wall.cluster.clearLayers();
+      added = Array.from(inCluster.values());
+    } else if (gone.length) {
+      wall.cluster.removeLayers(gone);
+    }
+    if (added.length) {
+      adding = wall.map.hasLayer(wall.cluster);  // off the map, addLayers() only queues
+      wall.cluster.addLayers(added);
+    }
   }
 
   // -- panels --------------------------------------------------------------------------------
@@ -468,6 +519,14 @@
   function renderTop() {
     const list = document.getElementById("top-list");
     const rows = currentTop();
+    // the total and the area panel change while the top rows stay the same (a storm adds
+    // thousands of alerts below the top 50): they are brought up to date on every push
+    const s = wall.summary;
+    const total = wall.areaCode && wall.areaTop ? wall.areaTop.area.live : (s ? s.open_total : 0);
+    document.getElementById("open-total").textContent = String(total);
+    document.getElementById("top-scope").textContent =
+      (wall.areaCode ? (wall.areaNames[wall.areaCode] || wall.areaCode) : "全市") + " · 按紧急度排序";
+    renderAreaInfo();
     const shown = wall.areaCode + "|" + (wall.selected || "") + "|" + JSON.stringify(rows);
     if (shown === topShown) return;
     topShown = shown;
@@ -475,12 +534,6 @@
     list.dataset.area = wall.areaCode;
     if (!rows.length) list.appendChild(el("li", "empty", wall.areaCode ? "该区域当前无预警" : "当前无预警"));
     rows.forEach(function (a) { list.appendChild(topItem(a)); });
-    const s = wall.summary;
-    const total = wall.areaCode && wall.areaTop ? wall.areaTop.area.live : (s ? s.open_total : 0);
-    document.getElementById("open-total").textContent = String(total);
-    document.getElementById("top-scope").textContent =
-      (wall.areaCode ? (wall.areaNames[wall.areaCode] || wall.areaCode) : "全市") + " · 按紧急度排序";
-    renderAreaInfo();
   }
 
   // -- areas: tooltip, selection, the narrowed top list -----------------------------------------
