@@ -28,6 +28,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -41,6 +42,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from onemap.embedded import broker_binary, onemap_command, spawn, tcp_ready, wait_until
+from onemap.errors import ComponentError
 from onemap.records import Alert
 from onemap.registries import default_registries_dir
 from onemap.settings import Settings
@@ -471,6 +473,17 @@ class Worker:
         self.proc.wait(10)
 
 
+def start_sms_worker(kafka_url: str, redis_url: str, smsc: SmscThread, tmp: Path, *,
+                     prefix: str, name: str = "w", **extra: str) -> Worker:
+    """A worker of ``prefix``'s run that sends its SMS to the loopback SMSC, with its own data
+    directory (and log) ``tmp/PREFIX-NAME``."""
+    data = tmp / f"{prefix}-{name}"
+    data.mkdir(exist_ok=True)
+    env = worker_env(kafka_url, redis_url, data, prefix, ONEMAP_SMS_OUTBOX=smsc.url(),
+                     ONEMAP_SMS_SECRET=SMSC_PASSWORD, **extra)
+    return start_worker(env, data / "worker.log")
+
+
 def start_worker(env: dict[str, str], log: Path) -> Worker:
     """Start `onemap worker` and wait until its metrics answer (it is consuming soon after)."""
     with log.open("ab") as out:
@@ -594,6 +607,112 @@ def start_broker_behind(proxy_port: int, log: Path) -> tuple[subprocess.Popen[by
     return proc, port
 
 
+# -- a broker that survives a restart ----------------------------------------------------------
+
+S3_BUCKET = "tansu"
+
+
+def start_s3_server(log: Path, timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], int]:
+    """A local S3 server (moto's, run by this interpreter) on a free loopback port, with the
+    bucket a durable Tansu writes to. Its objects live in its own memory: they outlive any
+    number of broker restarts, and go with the test."""
+    port = free_port()
+    proc = spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                 log_path=log)
+    try:
+        wait_until(tcp_ready("127.0.0.1", port), timeout_s, "the S3 server (moto)", proc)
+    except ComponentError as exc:  # most likely moto[server] is missing: say so
+        raise ComponentError(f"{exc} (is `moto[server]` installed? the test extras have "
+                             f"it):\n{log.read_text(errors='replace')[-2000:]}") from None
+    # moto's server does not check signatures: a bare PUT creates the bucket
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/{S3_BUCKET}", method="PUT")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200, f"creating the bucket: HTTP {response.status}"
+    return proc, port
+
+
+class DurableBroker:
+    """Tansu keeping topics, records and committed offsets in S3 (:func:`start_s3_server`):
+    killed and started again on the same port and storage, it comes back with its data, as
+    a restarted Kafka broker does. (The embedded default's memory storage loses everything
+    with the process, so restarting that one is no test of the worker.)
+
+    The broker advertises its own port, so clients reconnect to the very address they knew;
+    between :meth:`kill` and :meth:`start` nothing listens there (connections are refused).
+    """
+
+    CLUSTER_ID = "onemap-durable"
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.s3_proc, self.s3_port = start_s3_server(tmp / "s3.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        #: how often the broker was started (1 after the first start)
+        self.starts = 0
+
+    def __enter__(self) -> DurableBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / "broker.log"
+
+    def _env(self) -> dict[str, str]:
+        # Tansu's S3 client (the object_store crate) reads these; the credentials are
+        # placeholders moto accepts, the region one moto knows
+        return {**os.environ, "CLUSTER_ID": self.CLUSTER_ID, "RUST_LOG": "warn",
+                "AWS_ACCESS_KEY_ID": "onemap", "AWS_SECRET_ACCESS_KEY": "onemap",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                "AWS_ENDPOINT": f"http://127.0.0.1:{self.s3_port}", "AWS_ALLOW_HTTP": "true"}
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start Tansu on the broker's port and storage, and wait until it accepts.
+
+        A start right after a kill may find the port still held for a moment (the kernel
+        closing the dead process's sockets): then it tries again until ``timeout_s``."""
+        assert self.proc is None or self.proc.poll() is not None, "the broker is running"
+        argv = [broker_binary(), "broker",
+                "--listener-url", f"tcp://127.0.0.1:{self.port}",
+                "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}",
+                "--storage-engine", f"s3://{S3_BUCKET}/"]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.proc = spawn(argv, env=self._env(), log_path=self.log)
+            try:
+                wait_until(tcp_ready("127.0.0.1", self.port),
+                           max(1.0, deadline - time.monotonic()), "Tansu (S3 storage)",
+                           self.proc)
+                break
+            except ComponentError:
+                if self.proc.poll() is None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no shutdown of any kind."""
+        assert self.proc is not None and self.proc.poll() is None, "the broker is not running"
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        from onemap.embedded import stop
+        stop([p for p in (self.proc, self.s3_proc) if p is not None])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -633,3 +752,30 @@ def stopping(workers: list[Worker]) -> Iterator[list[Worker]]:
         yield workers
     finally:
         stop([w.proc for w in workers])
+
+
+# -- the outcome of a run -----------------------------------------------------------------------
+
+def check_run(bootstrap: str, prefix: str, client: redis.Redis, smsc: SmscThread,
+              phases: list[list[Alert]], *, workers: list[Worker],
+              before: int) -> list[dict[str, Any]]:
+    """A run's ledger, dashboard and SMS are exactly right: every expected alert on
+    ``prefix``'s ledger with exactly the expected content (a repeat must be the same alert),
+    the Redis dashboard state that of applying each alert once, every SMS settled and none
+    at the SMSC twice. ``before``: how many SMSC messages earlier runs left. Returns the
+    ledger. (test_faults.py's ``check_outcome`` is this, on its rig.)"""
+    expected = expected_by_id(phases)
+    records = ledger(bootstrap, f"{prefix}.alerts", set(expected))
+    compare_ledger(records, expected)
+
+    def alive() -> None:
+        for w in workers:
+            w.alive()
+
+    wait_dashboard(client, expected_dashboard(expected), 90, alive=alive)
+    keys = expected_sms_keys(first_issue(records))
+    try:
+        wait_for(lambda: sms_settled(client, keys), 40, "every SMS to be settled", alive)
+    finally:
+        check_sms(client, keys, smsc.received(since=before))
+    return records

@@ -36,17 +36,14 @@ from onemap.records import Alert
 from onemap.streams.deadletter import RawRecord
 from tests.integration.fault_kit import (
     NORMAL,
-    SMSC_PASSWORD,
     SmscThread,
     TcpProxy,
     Worker,
-    check_sms,
+    check_run,
     compare_ledger,
     expected_by_id,
     expected_dashboard,
     expected_phases,
-    expected_sms_keys,
-    first_issue,
     free_port,
     ledger,
     noise_records,
@@ -56,14 +53,12 @@ from tests.integration.fault_kit import (
     pure_context,
     run_phases,
     sms_claims,
-    sms_settled,
     start_broker_behind,
-    start_worker,
+    start_sms_worker,
     stopping,
     wait_dashboard,
     wait_for,
     wait_group_settled,
-    worker_env,
 )
 from tests.integration.kafka_helpers import produce_keyed
 
@@ -109,12 +104,8 @@ class Rig:
 
     def worker(self, prefix: str, redis_url: str, name: str = "w",
                **extra: str) -> Worker:
-        data = self.tmp / f"{prefix}-{name}"
-        data.mkdir(exist_ok=True)
-        env = worker_env(self.kafka_url, redis_url, data, prefix,
-                         ONEMAP_SMS_OUTBOX=self.smsc.url(), ONEMAP_SMS_SECRET=SMSC_PASSWORD,
-                         **extra)
-        return start_worker(env, data / "worker.log")
+        return start_sms_worker(self.kafka_url, redis_url, self.smsc, self.tmp,
+                                prefix=prefix, name=name, **extra)
 
 
 def start_durable_redis(port: int, data: Path) -> Any:
@@ -152,21 +143,8 @@ def check_outcome(rig: Rig, prefix: str, client: redis.Redis, phases: list[list[
                   *, workers: list[Worker], before: int) -> list[dict[str, Any]]:
     """The ledger, the dashboard and the SMS of a run are exactly right (module docstring);
     ``before``: how many SMSC messages earlier tests left. Returns the ledger."""
-    expected = expected_by_id(phases)
-    records = ledger(rig.bootstrap, f"{prefix}.alerts", set(expected))
-    compare_ledger(records, expected)
-
-    def alive() -> None:
-        for w in workers:
-            w.alive()
-
-    wait_dashboard(client, expected_dashboard(expected), 90, alive=alive)
-    keys = expected_sms_keys(first_issue(records))
-    try:
-        wait_for(lambda: sms_settled(client, keys), 40, "every SMS to be settled", alive)
-    finally:
-        check_sms(client, keys, rig.smsc.received(since=before))
-    return records
+    return check_run(rig.bootstrap, prefix, client, rig.smsc, phases, workers=workers,
+                     before=before)
 
 
 # -- SIGKILL ---------------------------------------------------------------------------------
