@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from typing import Any, TypeVar, cast
@@ -41,6 +43,7 @@ from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS
 from onemap.streams.health import HEALTH_INTERVAL_S, HealthMonitor
+from onemap.streams.ledger_tail import ledger_tails
 from onemap.streams.source_state import assemble, chunk_key, is_chunk_key, split
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,10 @@ SILENCES_REFRESH_S = 5.0
 SMS_TICK_S = 15.0
 #: keys of the per-partition changelog markers (see EventBoundTable.seal); not state
 MARKER_PREFIX = "__marker__:"
+#: a failpoint for the fault tests: ``<stage>:before-state`` kills the worker (SIGKILL) after
+#: the stage's first batch with output has been flushed and before its state is written, the
+#: one moment that makes a batch's output appear twice (see Pipeline.output_then_state)
+FAILPOINT_ENV = "ONEMAP_FAILPOINT"
 
 T = TypeVar("T")
 
@@ -385,6 +392,10 @@ class Pipeline:
         self.silences: list[Silence] = []
         self._silences_read_at = -SILENCES_REFRESH_S
         self._rules_batch = asyncio.Lock()
+        #: ledger partition -> the alert ids at its end when this worker took it over
+        #: (streams/ledger_tail.py); forgotten when partitions are revoked
+        self._ledger_tails: dict[int, set[str]] = {}
+        self.app.on_partitions_revoked.connect(self._forget_ledger_tails)
         for feed, topic_name in INPUT_TOPICS.items():
             if feed in FEEDS:
                 self.agent(self.topic(topic_name), f"onemap.ingest.{feed}",
@@ -419,15 +430,20 @@ class Pipeline:
     def outbox(self) -> Outbox:
         return Outbox(self.app, self.m.broker_errors.labels("send").inc, self._partitions)
 
-    async def output_then_state(self, out: Outbox, state: EventBoundTable) -> None:
+    async def output_then_state(self, out: Outbox, state: EventBoundTable, stage: str) -> None:
         """End a stateful stage's batch: its output delivered first, then its state.
 
         If the worker dies in between, the batch is consumed again and its output re-issued
-        under the same ids (sinks are idempotent on them); the other order would find the
-        batch already applied and lose its output.
+        under the same ids (the lifecycle stage leaves out the alerts already on the
+        ledger, streams/ledger_tail.py; sinks are idempotent on them); the other order
+        would find the batch already applied and lose its output.
         """
+        had_output = bool(out.records)
         await out.send()
         await self.app.producer.flush()
+        if had_output and os.environ.get(FAILPOINT_ENV) == f"{stage}:before-state":
+            log.warning("failpoint %s: killing the worker between output and state", stage)
+            os.kill(os.getpid(), signal.SIGKILL)
         await state.seal(self.app.producer)
 
     def agent(self, channel: faust.TopicT, name: str,
@@ -519,7 +535,7 @@ class Pipeline:
                 self.m.rule_decisions.labels(decision.value).inc(count)
         for hazard in result.hazards:
             out.add(self.hazards, rank_area(hazard.place).encode(), hazard.to_json())
-        await self.output_then_state(out, state)
+        await self.output_then_state(out, state, "rules")
         self.m.records_out.labels("rules").inc(len(result.hazards))
         self.m.batch_seconds.labels("rules").observe(time.perf_counter() - started)
 
@@ -538,15 +554,45 @@ class Pipeline:
             out = self.ctx.lifecycle.process([h for h, _ in decoded], state, book.urgency,
                                              book.lifecycle, now=now, mute=self.mute)
             outbox = self.outbox()
+            on_ledger = await self.already_on_ledger({e.message.partition for _, e in decoded})
             for alert in out:
+                if alert.alert_id in on_ledger:
+                    log.info("alert already on the ledger, not issued again",
+                             extra={"alert_id": alert.alert_id})
+                    continue
                 self.m.alerts.labels(alert.level.label, alert.transition).inc()
                 self.m.event_to_alert.observe(
                     max(0.0, (now - alert.hazard.observed_at).total_seconds()))
                 outbox.add(self.alerts, rank_area(alert.hazard.place).encode(),
                            alert.to_json())
-            await self.output_then_state(outbox, state)
+            await self.output_then_state(outbox, state, "lifecycle")
             self.m.records_out.labels("lifecycle").inc(len(out))
             self.m.batch_seconds.labels("lifecycle").observe(time.perf_counter() - started)
+
+    async def already_on_ledger(self, partitions: set[int]) -> set[str]:
+        """Alert ids a batch of these hazard partitions must not issue again: those at the
+        end of the same ledger partitions when this worker took them over (a batch whose
+        alerts were out but whose state was not written when its worker died).
+
+        Hazards and alerts share their key (the rank area) and partition count, so hazard
+        partition p writes ledger partition p. If the ledger cannot be read, nothing is
+        left out (at least once, as the sinks expect) and it is tried again next batch.
+        """
+        new = partitions - self._ledger_tails.keys()
+        if new:
+            s = self.ctx.settings
+            try:
+                self._ledger_tails.update(await ledger_tails(
+                    s.bootstrap_servers, s.topic("alerts"), new, s.batch_size))
+            except Exception as exc:  # the broker unreachable: the sinks are idempotent
+                self.m.broker_errors.labels("ledger-tail").inc()
+                log.warning("cannot read the ledger's end, issuing the batch as it is: %r", exc)
+        return set().union(*(self._ledger_tails.get(p, set()) for p in partitions))
+
+    async def _forget_ledger_tails(self, app: Any, /, *args: Any, signal: Any,
+                                   **kwargs: Any) -> None:
+        """A rebalance: partitions may come back after another worker wrote to them."""
+        self._ledger_tails.clear()
 
     def _sink_agent(self, sink: AlertSink) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
         async def deliver(stream: faust.StreamT[bytes]) -> None:
