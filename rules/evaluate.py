@@ -2,9 +2,11 @@
 
 For each observation the stage (1) places it in event time against what the source already
 reported (in order, late within the allowed lateness, duplicate, or too late), (2) adds its
-values to the source's event-time series, (3) asks the feed's evaluator for the level each
+values to the source's event-time series, (3) asks the feed's proposer for the level each
 hazard type deserves as of the source's newest reading, (4) holds a falling level until the
-readings stayed below it long enough, and (5) emits a hazard record when a level changes.
+readings stayed below it long enough, and (5) emits a hazard record when a level changes,
+with the key figure and reason of the feed's evaluator (built only then: most readings
+change nothing, and explaining them was half of the stage's time).
 
 ``state`` is any mutable mapping from source key to a JSON-able dict; in the worker it is a
 faust table (changelogged, so it survives restarts), in tests a plain dict.
@@ -16,7 +18,7 @@ import dataclasses
 import enum
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from onemap.levels import WarningLevel
 from onemap.records import Hazard, KeyFigure, Observation, Place
@@ -25,9 +27,17 @@ from onemap.rules.candidate import Candidate
 from onemap.rules.geohazard import geohazard_level
 from onemap.rules.incident import CATEGORY_CHINESE, incident_level
 from onemap.rules.rulebook import RuleBook
-from onemap.rules.water_level import water_candidate
-from onemap.rules.weather import rainstorm_level, wind_level
-from onemap.rules.windows import Arrival, Series, classify, insert, window_max
+from onemap.rules.water_level import water_candidate, water_level_reached
+from onemap.rules.weather import rainstorm_level, rainstorm_reached, wind_level, wind_reached
+from onemap.rules.windows import (
+    Arrival,
+    Series,
+    SumBound,
+    carry_bound,
+    classify,
+    insert,
+    window_max,
+)
 
 
 class Decision(enum.Enum):
@@ -39,6 +49,10 @@ class Decision(enum.Enum):
     DUPLICATE = "duplicate"
     TOO_LATE = "too-late"
     NO_RULE = "no-rule"
+
+    # Members are singletons compared by identity, so identity is a valid hash; Enum's own
+    # hashes the name in Python, and every reading counts its decision in a dict.
+    __hash__ = object.__hash__
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -160,6 +174,76 @@ EVALUATORS: dict[str, Evaluator] = {
 IMMEDIATE = {"incident", "cap"}
 
 
+class Proposal(NamedTuple):
+    """The level one hazard type of a source deserves now, before the hold on the way down,
+    and its "accelerating" flag ("yes"/"no"; "" where the rule has none): all that decides
+    whether a hazard is emitted. The candidate with its key figure, reason and trend (the
+    feed's :data:`EVALUATORS`, the same level by construction) is built only for a hazard
+    that is emitted: for every other reading it was half of the stage's time
+    (benchmarks/results/stages-ablation.md)."""
+
+    hazard_type: str
+    level: WarningLevel
+    accelerating: str
+
+
+#: A feed's proposals from (state, registry entry, rules, levels in force, carried): the last
+#: is what the stage carries in memory from the source's previous reading (e.g. a bound of
+#: its rain sum, windows.SumBound), which a proposer may read and update.
+Proposer = Callable[[dict[str, Any], Any, RuleBook, dict[str, WarningLevel], dict[str, Any]],
+                    list[Proposal]]
+
+
+def _propose_water(st: dict[str, Any], source: Any, book: RuleBook,
+                   current: dict[str, WarningLevel], carried: dict[str, Any]) -> list[Proposal]:
+    levels = _series(st, "level")
+    if not levels:
+        return []
+    level = water_level_reached(levels, source, book.water_level,
+                                current.get("water_level", WarningLevel.NONE))
+    return [Proposal("water_level", level, "")]
+
+
+def _propose_weather(st: dict[str, Any], source: Any, book: RuleBook,
+                     current: dict[str, WarningLevel], carried: dict[str, Any]
+                     ) -> list[Proposal]:
+    out: list[Proposal] = []
+    series = st["series"]
+    if "rain" in series:
+        rain, newest = series["rain"], st["newest"]
+        seconds = book.rainstorm.longest_window_s
+        level, at_least = rainstorm_reached(
+            rain, newest, book.rainstorm,
+            carry_bound(carried.get("rain_bound"), rain, newest, seconds))
+        carried["rain_bound"] = SumBound(rain, newest, seconds, at_least)
+        out.append(Proposal("rainstorm", level, ""))
+    if "wind_mean" in series or "wind_gust" in series:
+        window = book.wind.window_min * 60
+        level = wind_reached(window_max(_series(st, "wind_mean"), st["newest"], window),
+                             window_max(_series(st, "wind_gust"), st["newest"], window),
+                             book.wind)
+        out.append(Proposal("wind", level, ""))
+    return out
+
+
+def _proposing(evaluator: Evaluator) -> Proposer:
+    """Proposals read off the full candidates, for the feeds whose levels need most of the
+    candidate's work anyway (geohazard rates) or that are rare (incidents, CAP)."""
+    def propose(st: dict[str, Any], source: Any, book: RuleBook,
+                current: dict[str, WarningLevel], carried: dict[str, Any]) -> list[Proposal]:
+        return [Proposal(c.hazard_type, c.level, str(c.trend.get("accelerating", "")))
+                for c in evaluator(st, source, book, current)]
+    return propose
+
+
+PROPOSERS: dict[str, Proposer] = {
+    "water": _propose_water, "weather": _propose_weather,
+    "geohazard": _proposing(_geohazard), "incident": _proposing(_incident),
+    "cap": _proposing(_cap)}
+#: a stored level (an int in the state) as a WarningLevel, without the enum's call
+_LEVEL_OF = {int(level): level for level in WarningLevel}
+
+
 class RulesStage:
     stage = "rules"
 
@@ -168,6 +252,12 @@ class RulesStage:
         #: sources this worker has reported silent (in memory: after a restart a silence is
         #: reported again, and the lifecycle's dedup keeps that from alerting twice)
         self.silenced: dict[str, WarningLevel] = {}
+        #: per source, what proposers carry from one reading to the next in memory (see
+        #: Proposer); each carried value checks that it still fits the state it is used with
+        #: (windows.carry_bound), so a restart, a rebalance or a failed batch only costs a
+        #: sum. A carried rain bound holds the state's own rain list (no copy): no memory
+        #: beyond the state's while the state is current.
+        self.carried: dict[str, dict[str, Any]] = {}
 
     def _entry(self, feed: str, source_id: str) -> Any:
         """The registry entry of a registered source (None for incidents, CAP, unknowns)."""
@@ -179,8 +269,7 @@ class RulesStage:
         return float(entry.expected_interval_s) if entry is not None else None
 
     def _silent(self, feed: str, source_id: str, gap_s: float, rules: RuleBook) -> bool:
-        interval = self.expected_interval_s(feed, source_id)
-        return interval is not None and gap_s > rules.pipeline.silence_factor * interval
+        return _gap_silent(self._entry(feed, source_id), gap_s, rules)
 
     def _silence_hazard(self, key: str, st: dict[str, Any], *, level: WarningLevel,
                         previous: WarningLevel, rules: RuleBook, reason: str) -> Hazard:
@@ -242,8 +331,9 @@ class RulesStage:
 
     def _source(self, obs: Observation) -> tuple[Any, str] | None:
         """The registry entry and display name of the observation's source."""
-        if self.registries.for_feed(obs.feed) is not None:
-            entry = self._entry(obs.feed, obs.source_id)
+        registry = self.registries.for_feed(obs.feed)
+        if registry is not None:
+            entry = registry.get(obs.source_id)
             return (entry, entry.name) if entry is not None else None
         if obs.feed == "incident":
             category = CATEGORY_CHINESE.get(obs.attrs.get("category", ""), "突发事件")
@@ -287,20 +377,41 @@ class RulesStage:
                 obs, "too-late", f"event time {obs.observed_at.isoformat()} is more than "
                 f"{lateness:.0f} s older than this source's newest reading"))
             return Decision.TOO_LATE
-        values = dict(obs.values)
-        if "rain_accum_mm" in values and arrival == Arrival.LATE:
+        if "rain_accum_mm" in obs.values and arrival == Arrival.LATE:
             result.rejected.append(Rejected(
                 obs, "too-late", "a late accumulated-rainfall reading cannot be turned "
                 "into an increment; send increments (rain_mm) to backfill"))
             return Decision.TOO_LATE
-        _accumulation_to_increment(st, values, obs.attrs.get("accum_since", ""), t)
+        arrival = self._record(obs, st, key=key, t=t, arrival=arrival, entry=entry,
+                               source_name=source_name, rules=rules, result=result)
+        changed = self._apply_levels(obs, st, key=key, evaluator=evaluator, entry=entry,
+                                     source_name=source_name, rules=rules, result=result)
+        state[key] = st
+        if changed:
+            return Decision.LEVEL_CHANGED
+        return Decision.LATE_APPLIED if arrival == Arrival.LATE else Decision.UNCHANGED
+
+    def _record(self, obs: Observation, st: dict[str, Any], *, key: str, t: float,
+                arrival: Arrival, entry: Any, source_name: str, rules: RuleBook,
+                result: RulesResult) -> Arrival:
+        """Add an admitted reading to the source's series (and, if it is the newest, make it
+        the source's latest); end a "silent" hazard if the source is back. Returns the
+        arrival as it relates to the whole source (late if older than its newest)."""
+        values = obs.values
+        if "rain_accum_mm" in values:
+            values = dict(values)  # the increment replaces the accumulation (a copy)
+            _accumulation_to_increment(st, values, obs.attrs.get("accum_since", ""), t)
+        keep_s = rules.history_s
+        series = st["series"]
         for name, series_name in SERIES[obs.feed].items():
             if name in values:
-                st["series"][series_name] = insert(_series(st, series_name), t, values[name],
-                                                   rules.history_s)
-        st["seen"][stream] = insert(seen, t, 0.0, lateness)
+                series[series_name] = insert(series.get(series_name, []), t, values[name],
+                                             keep_s)
+        stream = obs.attrs.get("sensor", "")
+        st["seen"][stream] = insert(st["seen"].get(stream, []), t, 0.0,
+                                    rules.pipeline.lateness_s)
         if st["newest"] is not None and t < st["newest"]:
-            arrival = Arrival.LATE  # in order for its sensor, but older than the source
+            return Arrival.LATE  # in order for its sensor, but older than the source
         if arrival == Arrival.IN_ORDER:
             previous_newest = st["newest"]
             st["newest"] = t
@@ -309,33 +420,46 @@ class RulesStage:
                             "place": obs.place.to_dict(), "lon": obs.lon, "lat": obs.lat,
                             "exercise": obs.exercise}
             if previous_newest is not None and (
-                    key in self.silenced
-                    or self._silent(obs.feed, obs.source_id, t - previous_newest, rules)):
+                    key in self.silenced or _gap_silent(entry, t - previous_newest, rules)):
                 # the source is back (or was judged silent while its partition's other
                 # sources ran ahead): end its "silent" hazard (a no-op if none was open)
                 raised = self.silenced.pop(key, WarningLevel.YELLOW)
                 result.hazards.append(self._silence_hazard(
                     key, st, level=WarningLevel.NONE, previous=raised, rules=rules,
                     reason=f"{source_name}恢复报送"))
-        current = {k: WarningLevel(v) for k, v in st["levels"].items()}
+        return arrival
+
+    def _apply_levels(self, obs: Observation, st: dict[str, Any], *, key: str,
+                      evaluator: Evaluator, entry: Any, source_name: str, rules: RuleBook,
+                      result: RulesResult) -> bool:
+        """Settle each hazard type's proposed level against the one in force (held on the
+        way down) and emit a hazard where it changes; whether any did."""
+        current = {k: _LEVEL_OF[v] for k, v in st["levels"].items()}
         changed = False
-        for cand in evaluator(st, entry, rules, current):
-            now_level = current.get(cand.hazard_type, WarningLevel.NONE)
-            hold = 0.0 if obs.feed in IMMEDIATE else rules.pipeline.downgrade_hold_s
-            level, below = settle(cand.level, now_level,
-                                  st["below_since"].get(cand.hazard_type), st["newest"], hold)
-            st["below_since"][cand.hazard_type] = below
-            flag = str(cand.trend.get("accelerating", ""))
+        hold = 0.0 if obs.feed in IMMEDIATE else rules.pipeline.downgrade_hold_s
+        explained: dict[str, Candidate] | None = None
+        carried = self.carried.get(key)
+        if carried is None:
+            carried = self.carried[key] = {}
+        for hazard_type, proposed, flag in PROPOSERS[obs.feed](st, entry, rules, current,
+                                                               carried):
+            now_level = current.get(hazard_type, WarningLevel.NONE)
+            level, below = settle(proposed, now_level, st["below_since"].get(hazard_type),
+                                  st["newest"], hold)
+            st["below_since"][hazard_type] = below
             flags = st.setdefault("flags", {})
-            newly_accelerating = flag == "yes" and flags.get(cand.hazard_type) != "yes" \
+            newly_accelerating = flag == "yes" and flags.get(hazard_type) != "yes" \
                 and level > WarningLevel.NONE
-            flags[cand.hazard_type] = flag
+            flags[hazard_type] = flag
             if level == now_level and not newly_accelerating:
                 continue
-            st["levels"][cand.hazard_type] = int(level)
+            st["levels"][hazard_type] = int(level)
             changed = True
+            if explained is None:  # a hazard is emitted (rare): now its figure and reason
+                explained = {c.hazard_type: c for c in evaluator(st, entry, rules, current)}
+            cand = explained[hazard_type]
             result.hazards.append(Hazard(
-                hazard_id=f"{cand.hazard_type}:{obs.source_id}", hazard_type=cand.hazard_type,
+                hazard_id=f"{hazard_type}:{obs.source_id}", hazard_type=hazard_type,
                 feed=obs.feed, source_id=obs.source_id, source_name=source_name, level=level,
                 previous_level=now_level, place=obs.place, lon=obs.lon, lat=obs.lat,
                 # the newest reading's time, parsed only here (rare), not for every reading
@@ -344,21 +468,35 @@ class RulesStage:
                 rule_id=cand.rule_id, rule_version=rules.rule_version(cand.rule_id),
                 exercise=obs.exercise, trend=cand.trend,
             ))
-        state[key] = st
-        if changed:
-            return Decision.LEVEL_CHANGED
-        return Decision.LATE_APPLIED if arrival == Arrival.LATE else Decision.UNCHANGED
+        return changed
+
+
+#: The parts of a source's state that :meth:`RulesStage.evaluate` changes in place; every
+#: other part it replaces whole (``latest``, ``accum``, ``newest``) or leaves alone.
+_CHANGED_IN_PLACE = ("seen", "series", "levels", "below_since", "flags")
 
 
 def _copy_state(st: dict[str, Any] | None) -> dict[str, Any] | None:
     """A copy of a source's state that :meth:`RulesStage.evaluate` may change (the stored
-    one stays as it was if the reading is refused): the dicts one level down are copied,
-    the series lists are shared, since windows.insert returns new lists and nothing changes
-    a series or a pair in place. (A deep copy of 24 h of history per reading was 62% of a
-    worker's time: benchmarks/results/pipeline.md.)"""
+    one stays as it was if the reading is refused): the dicts it changes in place are
+    copied, the rest is shared; the series lists are shared too, since windows.insert
+    returns new lists and nothing changes a series or a pair in place. (A deep copy of 24 h
+    of history per reading was 62% of a worker's time: benchmarks/results/pipeline.md.)"""
     if not st:
         return None
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in st.items()}
+    copy = dict(st)
+    for name in _CHANGED_IN_PLACE:
+        part = st.get(name)
+        if part is not None:
+            copy[name] = dict(part)
+    return copy
+
+
+def _gap_silent(entry: Any, gap_s: float, rules: RuleBook) -> bool:
+    """Whether a gap of ``gap_s`` between readings means the source was silent: more than
+    ``silence_factor`` of the registry entry's expected intervals (no entry: never)."""
+    return entry is not None and \
+        gap_s > rules.pipeline.silence_factor * float(entry.expected_interval_s)
 
 
 def _accumulation_to_increment(st: dict[str, Any], values: dict[str, float], since: str,

@@ -21,6 +21,8 @@ THRESHOLD_CHINESE = {"warning": "警戒水位", "guaranteed": "保证水位", "f
 #: (= 44.300000000000004 in binary floating point) is reached by a reading of 44.30.
 EPSILON_M = 1e-9
 _COLOURS = (WarningLevel.BLUE, WarningLevel.YELLOW, WarningLevel.ORANGE, WarningLevel.RED)
+#: each colour's field name (``WarningLevel.label`` is a property: this runs per reading)
+_FIELD = {c: c.label for c in _COLOURS}
 
 
 class LevelBound(StrictModel):
@@ -35,7 +37,7 @@ class KindCriteria(StrictModel):
     red: LevelBound
 
     def bound(self, level: WarningLevel) -> LevelBound:
-        bound: LevelBound = getattr(self, level.label)
+        bound: LevelBound = getattr(self, _FIELD[level])
         return bound
 
 
@@ -52,6 +54,43 @@ class LevelDecision:
     level: WarningLevel
     key_figure: KeyFigure
     reason: str
+
+
+def _reached(level_m: float, station: WaterStation, rule: WaterLevelRule,
+             current: WarningLevel) -> tuple[WarningLevel, tuple[float, ThresholdName] | None]:
+    """The colour a reading reaches (with hysteresis against ``current``) and the station
+    threshold that set it (None when none is reached)."""
+    criteria = rule.kinds.get(station.kind)
+    reached = WarningLevel.NONE
+    reached_bound: tuple[float, ThresholdName] | None = None
+    if criteria is not None:
+        for colour in _COLOURS:
+            spec = criteria.bound(colour)
+            threshold = station.threshold(spec.threshold)
+            if threshold is None:
+                continue
+            bound = threshold + spec.offset_m
+            if colour <= current:
+                bound -= rule.hysteresis_m
+            if level_m >= bound - EPSILON_M:
+                reached, reached_bound = colour, (threshold, spec.threshold)
+    return reached, reached_bound
+
+
+def water_level_reached(levels: Series, station: WaterStation, rule: WaterLevelRule,
+                        current: WarningLevel) -> WarningLevel:
+    """The level of the newest reading of ``levels``: :func:`water_candidate`'s level
+    without its explanation and trend, for every reading.
+
+    >>> from onemap.registries import WaterStation
+    >>> st = WaterStation(station_id="S", name="前山河", kind="river", lon=113.5, lat=22.2,
+    ...                   warning_level_m=2.0, guaranteed_level_m=2.8)
+    >>> from onemap.rules.rulebook import default_rules_dir, load_rulebook
+    >>> rule = load_rulebook(default_rules_dir()).water_level
+    >>> water_level_reached([[0.0, 2.1]], st, rule, WarningLevel.NONE).label
+    'yellow'
+    """
+    return _reached(levels[-1][1], station, rule, current)[0]
 
 
 def evaluate_water_level(
@@ -77,21 +116,8 @@ def evaluate_water_level(
     >>> evaluate_water_level(1.94, st, rule, WarningLevel.YELLOW).level.label
     'blue'
     """
-    criteria = rule.kinds.get(station.kind)
     quantity = "积水深度" if station.kind == "waterlogging" else "水位"
-    reached = WarningLevel.NONE
-    reached_bound: tuple[float, ThresholdName] | None = None
-    if criteria is not None:
-        for colour in _COLOURS:
-            spec = criteria.bound(colour)
-            threshold = station.threshold(spec.threshold)
-            if threshold is None:
-                continue
-            bound = threshold + spec.offset_m
-            if colour <= current:
-                bound -= rule.hysteresis_m
-            if level_m >= bound - EPSILON_M:
-                reached, reached_bound = colour, (threshold, spec.threshold)
+    reached, reached_bound = _reached(level_m, station, rule, current)
     if reached_bound is None:
         figure = KeyFigure(quantity, level_m, "米", "警戒水位", station.warning_level_m)
         reason = f"{quantity}{level_m:.2f}米，低于预警线（警戒水位{station.warning_level_m:.2f}米）"

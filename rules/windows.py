@@ -10,10 +10,15 @@ from __future__ import annotations
 import bisect
 import enum
 import operator
+from typing import NamedTuple
 
 Series = list[list[float]]
 
-_LOW, _HIGH = float("-inf"), float("inf")
+_LOW = float("-inf")
+#: Bisection by event time alone (``key=``): one float comparison per step instead of
+#: building a ``[t, ±inf]`` probe and comparing lists; the same index, since a series'
+#: values are finite (the feeds reject anything else).
+_TIME = operator.itemgetter(0)
 _VALUE = operator.itemgetter(1)
 
 
@@ -35,7 +40,7 @@ def classify(series: Series, t: float, newest: float | None, lateness_s: float) 
     """
     if newest is None or t > newest:
         return Arrival.IN_ORDER
-    i = bisect.bisect_left(series, [t, float("-inf")])
+    i = bisect.bisect_left(series, t, key=_TIME)
     if i < len(series) and series[i][0] == t:
         return Arrival.DUPLICATE
     if newest - t > lateness_s:
@@ -53,15 +58,23 @@ def insert(series: Series, t: float, value: float, keep_s: float) -> Series:
     [[7200.0, 2.0]]
     """
     point = [float(t), float(value)]
-    if not series or series[-1][0] < point[0]:  # in order: the common case
-        out = [*series, point]
-    else:
+    if series and series[-1][0] >= point[0]:  # late (rare): in its place
         out = list(series)
         bisect.insort(out, point)
-    horizon = out[-1][0] - keep_s
-    if out[0][0] >= horizon:
-        return out
-    return out[bisect.bisect_left(out, [horizon, float("-inf")]):]
+        horizon = out[-1][0] - keep_s
+        if out[0][0] >= horizon:
+            return out
+        return out[bisect.bisect_left(out, [horizon, _LOW]):]
+    # in order, the common case: copy only what stays (once; a series is ~300 pairs)
+    horizon = point[0] - keep_s
+    if not series or series[0][0] >= horizon:
+        return [*series, point]
+    # a regular source drops one point as it adds one: look there before bisecting
+    cut = 1 if len(series) > 1 and series[1][0] >= horizon else \
+        bisect.bisect_left(series, horizon, 1, key=_TIME)
+    out = series[cut:]
+    out.append(point)
+    return out
 
 
 def window_sum(series: Series, end: float, seconds: float) -> float:
@@ -71,11 +84,62 @@ def window_sum(series: Series, end: float, seconds: float) -> float:
     >>> window_sum(s, 7200.0, 3600), window_sum(s, 7200.0, 7200), window_sum(s, 7200.0, 7201)
     (30.0, 50.0, 60.0)
     """
-    lo = bisect.bisect_right(series, [end - seconds, _HIGH])
-    hi = bisect.bisect_right(series, [end, _HIGH])
+    lo = bisect.bisect_right(series, end - seconds, key=_TIME)
+    hi = bisect.bisect_right(series, end, key=_TIME)
     # the same additions in the same order as summing the pairs one by one (so the same
-    # float), without a Python-level generator: this runs several times per reading
+    # float), without a Python-level generator
     return float(sum(map(_VALUE, series[lo:hi])))
+
+
+class SumBound(NamedTuple):
+    """``at_least`` is known to be at least ``window_sum(series, end, seconds)``: an upper
+    bound of a window sum that the source's next reading can carry forward without summing
+    (:func:`carry_bound`). ``series`` is the very list it holds for (not a copy)."""
+
+    series: Series
+    end: float
+    seconds: float
+    at_least: float
+
+
+def carry_bound(previous: SumBound | None, series: Series, end: float,
+                seconds: float) -> float | None:
+    """An upper bound of ``window_sum(series, end, seconds)`` carried from ``previous``
+    without summing, or None when it cannot be carried (then sum).
+
+    ``previous.end`` must be the time of the newest reading of its series or later (as the
+    rules' windows end at the source's newest reading). The bound can be carried when the
+    window only moved forward (``end`` at or after ``previous.end``, the same length) and
+    ``series`` is ``previous.series``, or that series
+    with its oldest points dropped and one point appended, as :func:`insert` makes it for
+    an in-order reading - checked by the identity of the pairs at both ends and the length,
+    since nothing changes a series or a pair in place. The window then holds a suffix of
+    the points it held, plus at most the new one; and as the values are never negative (rain:
+    the feeds reject negative values) and float rounding is monotonic, a float sum of a
+    suffix is at most the sum of the whole: the old bound plus the new value is a bound.
+
+    >>> s0 = [[0.0, 1.0], [300.0, 2.0]]
+    >>> b = SumBound(s0, 300.0, 3600.0, window_sum(s0, 300.0, 3600.0))
+    >>> s1 = insert(s0, 600.0, 4.0, keep_s=400.0)        # drops [0, 1], appends [600, 4]
+    >>> carry_bound(b, s1, 600.0, 3600.0), window_sum(s1, 600.0, 3600.0)
+    (7.0, 6.0)
+    >>> carry_bound(b, s0, 900.0, 3600.0)                # no new rain, the window moved on
+    3.0
+    >>> carry_bound(b, insert(s0, 100.0, 4.0, keep_s=900.0), 300.0, 3600.0) is None  # late
+    True
+    >>> carry_bound(b, [[0.0, 1.0], [300.0, 2.0]], 300.0, 3600.0) is None  # not that list
+    True
+    """
+    if previous is None or previous.seconds != seconds or end < previous.end:
+        return None
+    old = previous.series
+    if series is old:
+        return previous.at_least
+    n = len(series)
+    k = len(old) - (n - 1)  # where series starts in old, if it is old[k:] + [new point]
+    if n >= 2 and 0 <= k < len(old) and series[0] is old[k] and series[-2] is old[-1]:
+        return previous.at_least + series[-1][1]
+    return None
 
 
 def window_max(series: Series, end: float, seconds: float) -> float | None:
@@ -86,8 +150,8 @@ def window_max(series: Series, end: float, seconds: float) -> float | None:
     >>> window_max([[0.0, 5.0]], 1200.0, 600.0) is None
     True
     """
-    lo = bisect.bisect_left(series, [end - seconds, _LOW])
-    hi = bisect.bisect_right(series, [end, _HIGH])
+    lo = bisect.bisect_left(series, end - seconds, key=_TIME)
+    hi = bisect.bisect_right(series, end, key=_TIME)
     return max(map(_VALUE, series[lo:hi])) if hi > lo else None
 
 
@@ -99,8 +163,8 @@ def rate_per_hour(series: Series, end: float, seconds: float) -> float | None:
     >>> rate_per_hour([[0.0, 1.0], [1800.0, 1.5], [3600.0, 2.0]], 3600.0, 3600.0)
     1.0
     """
-    lo = bisect.bisect_right(series, [end - seconds, float("inf")])  # (end - seconds, end]
-    hi = bisect.bisect_right(series, [end, float("inf")])
+    lo = bisect.bisect_right(series, end - seconds, key=_TIME)  # (end - seconds, end]
+    hi = bisect.bisect_right(series, end, key=_TIME)
     points = series[lo:hi]
     if len(points) < 2:
         return None

@@ -36,6 +36,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,9 @@ CHUNK_PREFIX = "__series__:"
 LAYOUT_KEYS = frozenset({"sealed", "open", "first", "fresh", "chunk_s"})
 
 _LOW = float("-inf")
+#: bisection by a pair's event time (``key=``): one float comparison per step instead of
+#: comparing lists with a ``[t, -inf]`` probe; the same index
+_TIME = operator.itemgetter(0)
 Chunk = dict[str, list[list[float]]]
 
 
@@ -79,7 +83,8 @@ class Split:
 
 
 def _slice(series: list[list[float]], lo: float, hi: float) -> list[list[float]]:
-    return series[bisect.bisect_left(series, [lo, _LOW]):bisect.bisect_left(series, [hi, _LOW])]
+    return series[bisect.bisect_left(series, lo, key=_TIME):
+                  bisect.bisect_left(series, hi, key=_TIME)]
 
 
 def split(value: dict[str, Any], previous: Any, changed_from: float | None,
@@ -113,8 +118,9 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
         return Split({**body, "series": {n: [] for n in series}, "sealed": [], "open": None,
                       "first": {}, "fresh": [], "chunk_s": chunk_s},
                      dict.fromkeys([*old_sealed, *stale]))
-    k_open = max(chunk_of(s[-1][0], chunk_s) for s in non_empty)
-    k_low = min(chunk_of(s[0][0], chunk_s) for s in non_empty)
+    # (chunk_of is monotonic: the chunk of the latest time is the latest chunk)
+    k_open = chunk_of(max(s[-1][0] for s in non_empty), chunk_s)
+    k_low = chunk_of(min(s[0][0] for s in non_empty), chunk_s)
     old_open = old_head.get("open")
     if same_layout and changed_from is not None and old_open is not None:
         k_from = max(k_low, min(chunk_of(changed_from, chunk_s), int(old_open)))
@@ -140,8 +146,8 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
     open_lo = k_open * chunk_s
     head = {
         **body,
-        "series": {name: s[bisect.bisect_left(s, [open_lo, _LOW]):] for name, s in
-                   series.items()},
+        "series": {name: s[bisect.bisect_left(s, open_lo, key=_TIME):]
+                   for name, s in series.items()},
         "sealed": sealed, "open": k_open,
         "first": {name: s[0][0] for name, s in series.items() if s},
         "fresh": [[k, c] for k, c in written.items()],

@@ -165,3 +165,43 @@ def test_sinks_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
         for phase in ("idle", "zoom_and_pan", "update_burst"):
             assert f[phase]["frames"] > 0, (f["markers"], phase)
     assert {x["phase"] for x in res["frame_ratios"]} == {"idle", "zoom_and_pan", "update_burst"}
+
+
+def test_stages_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
+    """``bench_stages --quick``: the pure ingest and rules stages in process against the
+    ``json.loads`` baseline; every row measured, the rules saw the workload the results
+    describe (timings are not asserted)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_stages", "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| stage | what | per s | µs/record | × baseline |" in proc.stdout
+    assert (tmp_path / "stages.md").read_text(encoding="utf-8").startswith("Stages benchmark")
+    res = json.loads((tmp_path / "stages.json").read_text(encoding="utf-8"))
+    assert res["quick"] is True
+    stages = {s["stage"]: s for s in res["stages"]}
+    assert list(stages) == ["baseline", "ingest", "decode", "rules", "state split"]
+    assert stages["baseline"]["x_baseline"] == 1.0
+    for s in stages.values():
+        assert s["per_s"] > 0 and len(s["passes_per_s"]) == res["workload"]["repeat"]
+    w = res["workload"]
+    # every measured record reached the rules (none refused), some crossed a threshold
+    assert sum(w["decisions"].values()) == w["records"] == sum(w["feeds"].values())
+    assert w["hazards"] >= w["decisions"].get("level-changed", 0) > 0
+    assert w["state_writes"] > 0 and res["pure_total"]["us_per_record"] > 0
+
+
+def test_stages_ablation_runs_every_variant(tmp_path: Path) -> None:
+    """``bench_stages_ablation --quick``: today's code and each variant with one change
+    undone are measured and written (timings are not asserted)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_stages_ablation", "--quick", "--out",
+         str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "stages-ablation.json").read_text(encoding="utf-8"))
+    variants = [(r["stage"], r["variant"]) for r in res["rows"]]
+    assert variants[:3] == [("baseline", "json.loads of each raw record"),
+                            ("rules", "today"), ("ingest", "today")]
+    assert len(variants) == 11 and all(r["us_per_record"] > 0 for r in res["rows"])
+    assert (tmp_path / "stages-ablation.md").read_text(encoding="utf-8").startswith(
+        "Stages ablation")
