@@ -62,8 +62,13 @@ class PipelineMetrics:
             "partitions this worker owns.", ["level", "type"], registry=registry)
         self.broker_errors = Counter(
             "onemap_broker_errors_total",
-            "Errors talking to the Kafka broker, by operation (send, offsets).", ["operation"],
-            registry=registry)
+            "Errors talking to the Kafka broker, by operation (send, offsets, ledger-tail).",
+            ["operation"], registry=registry)
+        self.broker_up = Gauge(
+            "onemap_broker_up",
+            "1 if the Kafka broker answered this worker's last metadata probe (every health "
+            "tick), 0 if not. The clients retry on their own during an outage, so no error "
+            "counter rises: this is how an outage shows.", registry=registry)
         self.redis_errors = Counter(
             "onemap_redis_errors_total",
             "Errors talking to Redis outside the sinks (e.g. writing feed health), by "

@@ -14,6 +14,7 @@ write is a merge done in Redis (one script call per tick): the newest ``last_rec
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -24,6 +25,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 from faust.sensors import Sensor
 from redis.exceptions import RedisError
 
@@ -215,6 +218,42 @@ class BrokerErrorSensor(Sensor):
         self.m.broker_errors.labels("send").inc()
 
 
+class BrokerProbe:
+    """Does the Kafka broker answer? One metadata request, on a client of its own.
+
+    faust's clients run in their own threads and retry on their own while the broker is
+    gone (test_broker_restart.py: nothing counts an error), so the worker asks for itself.
+    The client is kept between probes and reconnects by itself; one that never connected
+    is closed and made again next time.
+    """
+
+    def __init__(self, bootstrap_servers: Sequence[str], timeout_s: float = 3.0) -> None:
+        self.bootstrap_servers = list(bootstrap_servers)
+        self.timeout_s = timeout_s
+        self._client: AIOKafkaClient | None = None
+
+    async def answers(self) -> bool:
+        try:
+            if self._client is None:
+                client = AIOKafkaClient(bootstrap_servers=self.bootstrap_servers,
+                                        request_timeout_ms=int(self.timeout_s * 1000))
+                try:
+                    await asyncio.wait_for(client.bootstrap(), self.timeout_s)
+                except BaseException:
+                    await client.close()
+                    raise
+                self._client = client
+            await asyncio.wait_for(self._client.fetch_all_metadata(), self.timeout_s)
+            return True
+        except (KafkaError, OSError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
 class HealthMonitor:
     """Feeds the health gauges and ``onemap:feeds`` from one worker's faust app."""
 
@@ -230,6 +269,7 @@ class HealthMonitor:
         self._lag_labels: set[tuple[str, ...]] = set()
         self._hazard_labels: set[tuple[str, ...]] = set()
         self._redis = redis_client
+        self.broker = BrokerProbe(ctx.settings.bootstrap_servers)
         app.sensors.add(BrokerErrorSensor(self.m))
 
     @property
@@ -250,6 +290,7 @@ class HealthMonitor:
 
     async def tick(self) -> None:
         """The timer: every step guarded, so one failing part never stops the others."""
+        self.m.broker_up.set(1 if await self.broker.answers() else 0)
         try:
             await self.update_lag()
         except Exception:  # the broker unreachable, a rebalance in flight ...

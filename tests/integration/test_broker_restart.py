@@ -147,6 +147,9 @@ def test_broker_killed_mid_stream_and_restarted_worker_recovers_alone(
             killed = time.monotonic()
             taken = water_in() - consumed  # the worker's metrics answer without the broker
             time.sleep(crash.down_s)
+            # ... and down until the worker says so (its probe runs every health tick)
+            wait_for(lambda: worker.metric("onemap_broker_up") == 0, 30,
+                     "the worker to report the broker down (onemap_broker_up 0)", worker.alive)
             worker.alive()
             rig.broker.start()
             back = time.monotonic()
@@ -172,6 +175,8 @@ def test_broker_killed_mid_stream_and_restarted_worker_recovers_alone(
         worker.alive()
         assert [w.proc.pid for w in workers] == [pid], "the worker was replaced"
         errors = worker.metric("onemap_broker_errors_total")
+        wait_for(lambda: worker.metric("onemap_broker_up") == 1, 30,
+                 "the worker to report the broker back (onemap_broker_up 1)", worker.alive)
     assert rig.broker.starts == 1 + len(CRASHES)
     assert len(reports) == len(CRASHES)
     print("\n".join(reports))
