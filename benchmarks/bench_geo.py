@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import json
 import os
 import platform
 import sys
@@ -62,6 +61,7 @@ import rtree
 import shapely
 
 from benchmarks.province import QUICK, ProvinceSpec, province_map, summary
+from benchmarks.report import write_results
 from onemap.geo.boundaries import AdminLevel, AdminMap
 from onemap.geo.locator import Locator
 
@@ -368,10 +368,7 @@ def run(*, quick: bool, out: Path, pin: bool = True,
 
     results["throughput"] = [r.as_dict() for r in rows]
     results["targets_met"] = _targets(results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "geo.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",
-                                  encoding="utf-8")
-    (out / "geo.md").write_text(markdown(results), encoding="utf-8")
+    write_results(out, "geo", results, markdown(results))
     return results
 
 

@@ -1052,11 +1052,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile is None:
         args.profile = not args.quick
     res = asyncio.run(run(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pipeline.json").write_text(json.dumps(res, ensure_ascii=False, indent=1) + "\n",
-                                            encoding="utf-8")
+    from benchmarks.report import write_results  # here: the worker runs this file as a script
     text = markdown(res)
-    (args.out / "pipeline.md").write_text(text, encoding="utf-8")
+    write_results(args.out, "pipeline", res, text, indent=1)
     print()
     print(text)
     return 0

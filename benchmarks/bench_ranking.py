@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import random
@@ -37,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import write_results
 from onemap.levels import WarningLevel
 from onemap.records import Hazard, KeyFigure, Place
 from onemap.rules.ranking import ALL, Key, Ranking, sort_key
@@ -357,10 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed, quick=args.quick)
     text = markdown(r)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ranking.json").write_text(json.dumps(r, indent=2, ensure_ascii=False) + "\n",
-                                           encoding="utf-8")
-    (args.out / "ranking.md").write_text(text, encoding="utf-8")
+    write_results(args.out, "ranking", r, text)
     return 0 if r["agreement"]["equal"] else 1
 
 

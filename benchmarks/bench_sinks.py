@@ -83,6 +83,7 @@ import redis.asyncio as aioredis
 import shapely
 
 from benchmarks.bench_pipeline import cpu_model, cpu_seconds, loadavg, percentile
+from benchmarks.report import write_results
 from onemap.embedded import (
     free_port,
     onemap_command,
@@ -1170,10 +1171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = asyncio.run(run(args))
     text = markdown(r)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(
-        json.dumps(r, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (args.out / f"{args.name}.md").write_text(text, encoding="utf-8")
+    write_results(args.out, args.name, r, text)
     return 0
 
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from benchmarks.report import write_results
 from onemap.embedded import free_port, start_redis, stop
 from onemap.levels import WarningLevel
 from onemap.records import Alert, Hazard, KeyFigure, Place
@@ -470,10 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = run(quick=args.quick, seed=args.seed, redis_url=args.redis, typhoon=typhoon)
     text = markdown(r)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sms.json").write_text(json.dumps(r, indent=2, ensure_ascii=False) + "\n",
-                                       encoding="utf-8")
-    (args.out / "sms.md").write_text(text, encoding="utf-8")
+    write_results(args.out, "sms", r, text)
     return 0
 
 

@@ -58,6 +58,7 @@ from typing import Any
 import orjson
 
 from benchmarks.bench_pipeline import STEP_S, Record, Workload, cpu_model, loadavg, sources
+from benchmarks.report import write_results
 from onemap.geo.places import PlaceIndex
 from onemap.records import Observation
 from onemap.registries import Registries, default_registries_dir
@@ -363,10 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say=say)
     text = markdown(r)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(
-        json.dumps(r, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (args.out / f"{args.name}.md").write_text(text, encoding="utf-8")
+    write_results(args.out, args.name, r, text)
     return 0
 
 

@@ -20,7 +20,6 @@ import argparse
 import bisect
 import contextlib
 import enum
-import json
 import operator
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 
 from benchmarks.bench_pipeline import cpu_model, loadavg
 from benchmarks.bench_stages import Bench, Row, measure, plan_for
+from benchmarks.report import write_results
 from onemap.levels import COLOURS, WarningLevel
 from onemap.rules import evaluate as ev
 from onemap.rules import weather
@@ -209,10 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = run(args.quick, args.repeat)
     text = markdown(r)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stages-ablation.json").write_text(json.dumps(r, indent=2, ensure_ascii=False)
-                                                   + "\n", encoding="utf-8")
-    (args.out / "stages-ablation.md").write_text(text, encoding="utf-8")
+    write_results(args.out, "stages-ablation", r, text)
     return 0
 
 

@@ -9,7 +9,6 @@ and through whole runs of the stage.
 
 from __future__ import annotations
 
-import bisect
 import json
 import random
 from datetime import datetime, timedelta, timezone
@@ -21,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.bench_stages_ablation import insert_before
 from onemap.geo.places import PlaceIndex
 from onemap.levels import WarningLevel
 from onemap.records import Hazard, Observation, Place
@@ -46,19 +46,8 @@ T0 = datetime(2017, 8, 23, 0, 0, tzinfo=CST)
 PLACE = Place("440400", "珠海市", "440404", "金湾区", "440404104", "平沙镇", "440404104001", "x")
 HOUR = 3600.0
 
-
-def _insert_before(series: Series, t: float, value: float, keep_s: float) -> Series:
-    """``windows.insert`` as it was (list comparisons, two copies): the reference."""
-    point = [float(t), float(value)]
-    if not series or series[-1][0] < point[0]:
-        out = [*series, point]
-    else:
-        out = list(series)
-        bisect.insort(out, point)
-    horizon = out[-1][0] - keep_s
-    if out[0][0] >= horizon:
-        return out
-    return out[bisect.bisect_left(out, [horizon, float("-inf")]):]
+#: ``windows.insert`` as it was (list comparisons, two copies): the reference
+_insert_before = insert_before
 
 
 def _rainstorm_before(rain: Series, newest: float, rule: RainstormRule) -> WarningLevel:
