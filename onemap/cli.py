@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from onemap.embedded import MEMORY_STORAGE
 from onemap.errors import ConfigError, OneMapError
 from onemap.settings import Settings
 
@@ -25,7 +27,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     scenario = None if args.scenario in ("", "none") else args.scenario
     opts = UpOptions(kafka_url=args.kafka, redis_url=args.redis, kafka_port=args.kafka_port,
-                     redis_port=args.redis_port, scenario=scenario, speed=args.speed)
+                     redis_port=args.redis_port, scenario=scenario, speed=args.speed,
+                     broker_storage=args.broker_storage)
     base = Settings.from_env(dashboard_port=args.dashboard_port, metrics_port=args.metrics_port,
                              data_dir=args.data_dir)
     return Supervisor().run(base, opts)
@@ -91,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--redis", metavar="URL", help="use this Redis instead of the embedded one")
     up.add_argument("--kafka-port", type=int, default=19092, help="embedded broker port")
     up.add_argument("--redis-port", type=int, default=16379, help="embedded Redis port")
+    up.add_argument("--broker-storage", metavar="URL",
+                    default=os.environ.get("ONEMAP_BROKER_STORAGE", MEMORY_STORAGE),
+                    help="embedded broker storage: memory://tansu/ (default, lost on stop) or "
+                         "s3://BUCKET/ with the S3 service's AWS_* variables (kept); "
+                         "env ONEMAP_BROKER_STORAGE")
     up.add_argument("--dashboard-port", type=int, help="dashboard port (default 8000)")
     up.add_argument("--metrics-port", type=int, help="worker metrics port (default 9108)")
     up.add_argument("--scenario", default="demo",

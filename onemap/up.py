@@ -26,6 +26,8 @@ from pathlib import Path
 from types import FrameType
 
 from onemap.embedded import (
+    MEMORY_STORAGE,
+    check_broker_storage,
     free_port,
     onemap_command,
     require_free,
@@ -57,6 +59,8 @@ class UpOptions:
     smpp: bool | None = None
     #: the loopback SMSC's port; None: a free one (printed)
     smsc_port: int | None = None
+    #: the embedded broker's storage (onemap.embedded.start_broker)
+    broker_storage: str = MEMORY_STORAGE
 
     @property
     def wants_smpp(self) -> bool:
@@ -153,6 +157,7 @@ class Supervisor:
         log_dir.mkdir(parents=True, exist_ok=True)
         host = "127.0.0.1"
         if opts.kafka_url is None:
+            check_broker_storage(opts.broker_storage)
             require_free(host, opts.kafka_port, "Kafka broker", "--kafka-port or --kafka URL")
         if opts.redis_url is None:
             require_free(host, opts.redis_port, "Redis", "--redis-port or --redis URL")
@@ -172,9 +177,11 @@ class Supervisor:
 
         say = _say
         if opts.kafka_url is None:
-            say(f"starting embedded Kafka broker (Tansu) on {host}:{opts.kafka_port} ...")
+            say(f"starting embedded Kafka broker (Tansu) on {host}:{opts.kafka_port}, "
+                f"storage {opts.broker_storage} ...")
             self.logs["broker"] = log_dir / "broker.log"
-            self.children["broker"] = start_broker(host, opts.kafka_port, self.logs["broker"])
+            self.children["broker"] = start_broker(host, opts.kafka_port, self.logs["broker"],
+                                                   storage=opts.broker_storage)
         if opts.redis_url is None:
             say(f"starting embedded Redis on {host}:{opts.redis_port} ...")
             self.logs["redis"] = log_dir / "redis.log"

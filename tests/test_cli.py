@@ -54,3 +54,16 @@ def test_check_rules_good_and_bad(tmp_path: Path) -> None:
 def test_check_boundaries_on_the_shipped_map() -> None:
     r = onemap("check", "boundaries", "fixtures/zhuhai")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_up_refuses_a_broker_storage_the_embedded_broker_cannot_use(tmp_path: Path) -> None:
+    """Fails fast, before starting anything, and says what would work."""
+    done = onemap("up", "--broker-storage", "postgres://postgres@localhost/tansu",
+                  "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1, done
+    assert "postgres://postgres@localhost/tansu" in done.stderr
+    assert "memory://tansu/" in done.stderr and "s3://BUCKET/" in done.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "nothing was started"
+    for bad in ("s3://", "file:///var/tansu"):
+        assert onemap("up", "--broker-storage", bad, "--data-dir", str(tmp_path),
+                      cwd=tmp_path).returncode == 1

@@ -41,7 +41,14 @@ from typing import Any, TypeVar, cast
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from onemap.embedded import broker_binary, onemap_command, spawn, tcp_ready, wait_until
+from onemap.embedded import (
+    broker_binary,
+    onemap_command,
+    spawn,
+    start_broker,
+    tcp_ready,
+    wait_until,
+)
 from onemap.errors import ComponentError
 from onemap.records import Alert
 from onemap.registries import default_registries_dir
@@ -673,31 +680,26 @@ class DurableBroker:
     def _env(self) -> dict[str, str]:
         # Tansu's S3 client (the object_store crate) reads these; the credentials are
         # placeholders moto accepts, the region one moto knows
-        return {**os.environ, "CLUSTER_ID": self.CLUSTER_ID, "RUST_LOG": "warn",
-                "AWS_ACCESS_KEY_ID": "onemap", "AWS_SECRET_ACCESS_KEY": "onemap",
+        return {"AWS_ACCESS_KEY_ID": "onemap", "AWS_SECRET_ACCESS_KEY": "onemap",
                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
                 "AWS_ENDPOINT": f"http://127.0.0.1:{self.s3_port}", "AWS_ALLOW_HTTP": "true"}
 
     def start(self, timeout_s: float = 30.0) -> None:
-        """Start Tansu on the broker's port and storage, and wait until it accepts.
+        """Start Tansu on the broker's port and storage (as ``onemap up --broker-storage``
+        does), and wait until it accepts.
 
         A start right after a kill may find the port still held for a moment (the kernel
         closing the dead process's sockets): then it tries again until ``timeout_s``."""
         assert self.proc is None or self.proc.poll() is not None, "the broker is running"
-        argv = [broker_binary(), "broker",
-                "--listener-url", f"tcp://127.0.0.1:{self.port}",
-                "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}",
-                "--storage-engine", f"s3://{S3_BUCKET}/"]
         deadline = time.monotonic() + timeout_s
         while True:
-            self.proc = spawn(argv, env=self._env(), log_path=self.log)
             try:
-                wait_until(tcp_ready("127.0.0.1", self.port),
-                           max(1.0, deadline - time.monotonic()), "Tansu (S3 storage)",
-                           self.proc)
+                self.proc = start_broker(
+                    "127.0.0.1", self.port, self.log, max(1.0, deadline - time.monotonic()),
+                    storage=f"s3://{S3_BUCKET}/", env=self._env(), cluster_id=self.CLUSTER_ID)
                 break
             except ComponentError:
-                if self.proc.poll() is None or time.monotonic() > deadline:
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
         self.starts += 1
