@@ -57,7 +57,9 @@ class Settings:
         secret=True)
     metrics_host: str = setting("127.0.0.1", "ONEMAP_METRICS_HOST", "Worker metrics bind address.")
     metrics_port: int = setting(9108, "ONEMAP_METRICS_PORT", "Worker Prometheus /metrics port.")
-    app_id: str = setting("onemap", "ONEMAP_APP_ID", "Faust application id = consumer group.")
+    app_id: str = setting(
+        "onemap", "ONEMAP_APP_ID",
+        "Faust application id = consumer group; ingest's is <id>-ingest.")
     partitions: int = setting(4, "ONEMAP_PARTITIONS", "Partitions per OneMap topic.")
     replication_factor: int = setting(
         1, "ONEMAP_REPLICATION_FACTOR", "Replication factor for topics OneMap creates.")

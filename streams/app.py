@@ -1,4 +1,8 @@
-"""The faust application: each stage is an agent, a thin shell around its pure batch logic.
+"""The worker's stages: each a thin shell around its pure batch logic.
+
+Ingest runs on a plain aiokafka batch loop of its own (streams/ingest_loop.py: it keeps no
+state, and faust's per-event stream cost more than the stage itself); rules, lifecycle and
+the sinks are faust agents, whose tables keep their state.
 
     onemap.in.<feed> --ingest--> onemap.observations --rules--> onemap.hazards
         --lifecycle--> onemap.alerts --sinks--> Redis state, SMS
@@ -43,7 +47,9 @@ from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS
 from onemap.streams.health import HEALTH_INTERVAL_S, HealthMonitor
+from onemap.streams.ingest_loop import IngestLoop
 from onemap.streams.ledger_tail import ledger_tails
+from onemap.streams.outbox import Outbox, PartitionCache
 from onemap.streams.source_state import assemble, chunk_key, is_chunk_key, split
 
 log = logging.getLogger(__name__)
@@ -281,82 +287,6 @@ class SourceStateTable(EventBoundTable):
                                       for k, c in stored.chunks.items())]
 
 
-class Outbox:
-    """One batch's output, handed to the producer in one call per partition.
-
-    ``await topic.send(...)`` per record costs faust's layers for every record (a future
-    message, serialisers, sensors, a debug log call, then aiokafka's own per-record send and
-    partitioner): measured, a worker does 22 % more per CPU-second without them
-    (benchmarks/results/pipeline-ab-per-record-send.md). Here records are appended to one
-    aiokafka batch per partition (the producer's own partitioner, so the same partitions as
-    before) and each batch is queued with ``send_batch``, which returns once the batch is
-    queued, not delivered. Delivery is awaited where it was before: by the stage's
-    ``producer.flush()`` before its state is written, and by faust before it commits
-    offsets. A failed delivery is counted as ``onemap_broker_errors_total{op="send"}``, as
-    faust's sensor counts it for other sends.
-    """
-
-    PARTITIONS_CACHED = 100_000
-
-    def __init__(self, app: faust.App, on_error: Callable[[], None],
-                 partitions: dict[tuple[str, bytes], tuple[int, int]]) -> None:
-        self.app = app
-        self.on_error = on_error
-        #: (topic, key) -> (partition count, partition), kept by the caller across batches:
-        #: the partitioner's murmur2 is pure Python (~7 µs a key) and keys repeat
-        self.partitions = partitions
-        self.records: dict[str, list[tuple[bytes | None, bytes]]] = {}
-
-    def _partition(self, client: Any, topic: str, count: int, key: bytes | None) -> int:
-        if key is not None:
-            found = self.partitions.get((topic, key))
-            if found is not None and found[0] == count:
-                return found[1]
-        partition = int(client._partition(topic, None, None, None, key, None))
-        if key is not None:
-            if len(self.partitions) >= self.PARTITIONS_CACHED:
-                self.partitions.clear()
-            self.partitions[(topic, key)] = (count, partition)
-        return partition
-
-    def add(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
-        self.records.setdefault(topic.get_topic_name(), []).append((key, value))
-
-    def _delivered(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            log.warning("a batch was not delivered: %r", future.exception())
-            self.on_error()
-
-    async def send(self) -> None:
-        """Queue everything added so far (call it before the stage's flush)."""
-        if not self.records:
-            return
-        producer: Any = self.app.producer
-        client = producer._ensure_producer()  # the aiokafka producer faust sends with
-        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
-        for topic, records in self.records.items():
-            await client.client._wait_on_metadata(topic)
-            count = len(client._metadata.partitions_for_topic(topic) or ())
-            for key, value in records:
-                tp = (topic, self._partition(client, topic, count, key))
-                by_partition.setdefault(tp, []).append((key, value))
-        self.records = {}
-        for (topic, partition), records in by_partition.items():
-            batch = client.create_batch()
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    await self._queue(client, batch, topic, partition)
-                    batch = client.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a record of {len(value)} bytes does not fit in "
-                                         f"a batch of topic {topic}")
-            await self._queue(client, batch, topic, partition)
-
-    async def _queue(self, client: Any, batch: Any, topic: str, partition: int) -> None:
-        future = await client.send_batch(batch, topic, partition=partition)
-        future.add_done_callback(self._delivered)
-
-
 class Pipeline:
     """The faust app with one agent per stage; each agent a shell around its pure stage."""
 
@@ -382,7 +312,7 @@ class Pipeline:
             partitions=partitions)
         #: the rules' logical per-source values, assembled from the table (SourceStateTable)
         self._source_cache: dict[str, tuple[Any, Any]] = {}
-        self._partitions: dict[tuple[str, bytes], tuple[int, int]] = {}  # see Outbox
+        self._partitions: PartitionCache = {}  # see Outbox
         self.alert_state = self.app.Table(
             "onemap-alert-state", default=dict, key_type=str,
             partitions=partitions)
@@ -396,10 +326,6 @@ class Pipeline:
         #: (streams/ledger_tail.py); forgotten when partitions are revoked
         self._ledger_tails: dict[int, set[str]] = {}
         self.app.on_partitions_revoked.connect(self._forget_ledger_tails)
-        for feed, topic_name in INPUT_TOPICS.items():
-            if feed in FEEDS:
-                self.agent(self.topic(topic_name), f"onemap.ingest.{feed}",
-                           self._ingest_agent(feed))
         # two rules agents, one per lane, taking turns (self._rules_batch): the priority
         # lane waits for at most one batch of readings, never for the readings' backlog
         self.agent(self.observations["observations"], "onemap.rules", self.rules_agent)
@@ -420,15 +346,35 @@ class Pipeline:
         if follow_up is not None:
             self.app.timer(interval=ESCALATION_CHECK_S)(follow_up.tick)
         # --- health: consumer lag, feed activity, live hazards, onemap:feeds (streams/health.py)
-        consumed = [self.ctx.settings.topic(t) for t in (*INPUT_TOPICS.values(),
-                                                          *self.observations,
+        consumed = [self.ctx.settings.topic(t) for t in (*self.observations,
                                                           "hazards", "alerts")]
         self.health = HealthMonitor(self.app, ctx, consumed, self.alert_state,
                                     hazards_topic=self.ctx.settings.topic("hazards"))
         self.app.timer(interval=HEALTH_INTERVAL_S)(self.health.tick)
+        # --- ingest: a plain aiokafka batch loop in this process (streams/ingest_loop.py)
+        s = ctx.settings
+        self.ingest = IngestLoop(
+            ctx, self.health,
+            {feed: s.topic(t) for feed, t in INPUT_TOPICS.items() if feed in FEEDS},
+            lambda feed: s.topic(observations_topic(feed)), s.topic("deadletter"))
+        self.health.extra_lag = self.ingest.lag
+        self.app.task(self.run_ingest)
 
     def outbox(self) -> Outbox:
-        return Outbox(self.app, self.m.broker_errors.labels("send").inc, self._partitions)
+        faust_producer: Any = self.app.producer  # the aiokafka producer faust sends with
+        return Outbox(faust_producer._ensure_producer, self.m.broker_errors.labels("send").inc,
+                      self._partitions)
+
+    async def run_ingest(self) -> None:
+        """The ingest loop, for as long as the app runs; its crash crashes the worker (as
+        an agent's does: a restarted worker resumes from the committed offsets)."""
+        try:
+            await self.ingest.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("the ingest loop crashed")
+            await self.app.crash(exc)
 
     async def output_then_state(self, out: Outbox, state: EventBoundTable, stage: str) -> None:
         """End a stateful stage's batch: its output delivered first, then its state.
@@ -438,7 +384,7 @@ class Pipeline:
         ledger, streams/ledger_tail.py; sinks are idempotent on them); the other order
         would find the batch already applied and lose its output.
         """
-        had_output = bool(out.records)
+        had_output = bool(out)
         await out.send()
         await self.app.producer.flush()
         if had_output and os.environ.get(FAILPOINT_ENV) == f"{stage}:before-state":
@@ -463,33 +409,6 @@ class Pipeline:
         concrete = cast(faust.Stream[bytes], stream)
         async for events in concrete.take_events(s.batch_size, within=s.batch_wait_s):
             yield list(events)
-
-    def _ingest_agent(self, feed: str) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
-        async def ingest(stream: faust.StreamT[bytes]) -> None:
-            async for events in self.batches(stream):
-                await self.ingest_batch(feed, events)
-        return ingest
-
-    async def ingest_batch(self, feed: str, events: list[EventT[bytes]]) -> None:
-        started = time.perf_counter()
-        records = [RawRecord(e.value, e.key, e.message.topic, e.message.partition,
-                             e.message.offset) for e in events]
-        self.m.records_in.labels(feed).inc(len(records))
-        result = self.ctx.ingest.process(feed, records)
-        self.health.saw(feed, len(records), result.observations)
-        now = self.ctx.now()
-        out = self.outbox()
-        for dl in result.dead_letters:
-            self.m.dead_letters.labels(feed, dl.reason).inc()
-            log.info("dead letter", extra={"feed": feed, "reason": dl.reason,
-                                           "offset": dl.record.offset})
-            out.add(self.deadletter, dl.record.key, dl.to_json(now))
-        lane = self.observations[observations_topic(feed)]
-        for obs in result.observations:
-            out.add(lane, obs.source_id.encode(), obs.to_json())
-        await out.send()
-        self.m.records_out.labels("ingest").inc(len(result.observations))
-        self.m.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
 
     async def decode(self, events: list[EventT[bytes]], stage: str,
                      decoder: Callable[[bytes], T]) -> list[tuple[T, EventT[bytes]]]:
@@ -529,12 +448,13 @@ class Pipeline:
             self.m.dead_letters.labels(rejected.observation.feed, rejected.reason).inc()
             dl = DeadLetter(_raw(event), rejected.observation.feed, "rules",
                             rejected.reason, rejected.detail)
-            out.add(self.deadletter, event.key, dl.to_json(now))
+            out.add(self.deadletter.get_topic_name(), event.key, dl.to_json(now))
         for decision, count in result.decisions.items():
             if count:
                 self.m.rule_decisions.labels(decision.value).inc(count)
         for hazard in result.hazards:
-            out.add(self.hazards, rank_area(hazard.place).encode(), hazard.to_json())
+            out.add(self.hazards.get_topic_name(), rank_area(hazard.place).encode(),
+                    hazard.to_json())
         await self.output_then_state(out, state, "rules")
         self.m.records_out.labels("rules").inc(len(result.hazards))
         self.m.batch_seconds.labels("rules").observe(time.perf_counter() - started)
@@ -563,7 +483,7 @@ class Pipeline:
                 self.m.alerts.labels(alert.level.label, alert.transition).inc()
                 self.m.event_to_alert.observe(
                     max(0.0, (now - alert.hazard.observed_at).total_seconds()))
-                outbox.add(self.alerts, rank_area(alert.hazard.place).encode(),
+                outbox.add(self.alerts.get_topic_name(), rank_area(alert.hazard.place).encode(),
                            alert.to_json())
             await self.output_then_state(outbox, state, "lifecycle")
             self.m.records_out.labels("lifecycle").inc(len(out))

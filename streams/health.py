@@ -20,7 +20,7 @@ import json
 import logging
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -270,6 +270,8 @@ class HealthMonitor:
         self._hazard_labels: set[tuple[str, ...]] = set()
         self._redis = redis_client
         self.broker = BrokerProbe(ctx.settings.bootstrap_servers)
+        #: the lag of partitions consumed outside faust (the ingest loop's), if any
+        self.extra_lag: Callable[[], Awaitable[dict[TopicPartition, int]]] | None = None
         app.sensors.add(BrokerErrorSensor(self.m))
 
     @property
@@ -314,6 +316,8 @@ class HealthMonitor:
             committed[key] = offset
         lag = consumer_lag(assigned, self.topics, lambda k: consumer.highwater(by_key[k]),
                            committed.get)
+        if self.extra_lag is not None:
+            lag.update(await self.extra_lag())
         self._lag_labels = sync_gauge(
             self.m.consumer_lag, {(t, str(p)): float(n) for (t, p), n in lag.items()},
             self._lag_labels)

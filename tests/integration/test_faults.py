@@ -47,6 +47,8 @@ from tests.integration.fault_kit import (
     expected_by_id,
     expected_dashboard,
     expected_phases,
+    expected_sms_keys,
+    first_issue,
     free_port,
     ledger,
     noise_records,
@@ -56,6 +58,7 @@ from tests.integration.fault_kit import (
     pure_context,
     run_phases,
     sms_claims,
+    sms_settled,
     start_broker_behind,
     start_sms_worker,
     stopping,
@@ -201,6 +204,13 @@ def test_worker_killed_mid_stream_resumes_with_every_alert_once(
 
         def hang_then_strike(phase: int) -> None:
             if phase == 4:
+                # the earlier phases' SMS done first: one still retrying against the hung
+                # SMSC would hold the sink, and the phase's own SMS would never be tried
+                earlier = first_issue(ledger(rig.bootstrap, f"{prefix}.alerts",
+                                             {a.alert_id for p in phases[:4] for a in p}, 30))
+                keys = expected_sms_keys(earlier)
+                wait_for(lambda: sms_settled(client, keys), 60,
+                         "the earlier phases' SMS to be settled", workers[0].alive)
                 rig.smsc.set(answering=False)
                 # the claims before the phase, taken before its records go out: a fast worker
                 # may claim the phase's first SMS before a later look could tell it apart

@@ -89,10 +89,16 @@ def test_water_reading_over_guaranteed_level_becomes_red_alert_everywhere(
 def test_same_reading_again_sends_no_second_sms(
     worker: RunningWorker, broker: Broker, redis_client: redis.Redis,
 ) -> None:
+    def sms_settled() -> float:  # alerts the SMS sink is done with (all their recipients)
+        return sum(metric(worker, "onemap_sink_deliveries_total", sink="sms", outcome=o)
+                   for o in ("delivered", "duplicate", "failed"))
+
+    settled = sms_settled()
     produce(broker.bootstrap, worker.topic("in.water"),
             [water("ZH-RIV-001", 2.45, 0)], key=b"ZH-RIV-001")
     wait_for(lambda: redis_client.hget("onemap:alert:water_level:ZH-RIV-001", "alert"),
              what="first alert")
+    wait_for(lambda: sms_settled() > settled, what="the first alert's SMS to every recipient")
     first = len([m for m in outbox(worker) if "ZH-RIV-001" in m["alert_id"]])
     assert first >= 1
     # the identical record again, and a newer one at the same level

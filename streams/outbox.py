@@ -1,0 +1,92 @@
+"""One batch's output, handed to an aiokafka producer in one call per partition.
+
+``await topic.send(...)`` per record costs faust's layers for every record (a future
+message, serialisers, sensors, a debug log call, then aiokafka's own per-record send and
+partitioner): measured, a worker does 22 % more per CPU-second without them
+(benchmarks/results/pipeline-ab-per-record-send.md). Here records are appended to one
+aiokafka batch per partition (the producer's own partitioner, so the same partitions as a
+plain send) and each batch is queued with ``send_batch``, which returns once the batch is
+queued, not delivered. The stage awaits delivery itself (``producer.flush()``) before it
+writes its state or commits its offsets. A failed delivery calls ``on_error`` (the worker
+counts it as ``onemap_broker_errors_total{op="send"}``).
+
+Every stage uses it, on faust's producer (rules, lifecycle) or on the ingest loop's own
+(streams/ingest_loop.py); both partition the same way, so a key lands on the same partition
+whichever stage wrote it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: (topic, key) -> (partition count, partition); kept by the caller across batches: the
+#: partitioner's murmur2 is pure Python (~7 µs a key) and keys repeat
+PartitionCache = dict[tuple[str, bytes], tuple[int, int]]
+
+
+class Outbox:
+    PARTITIONS_CACHED = 100_000
+
+    def __init__(self, producer: Callable[[], Any], on_error: Callable[[], None],
+                 partitions: PartitionCache) -> None:
+        #: returns the started aiokafka producer to send with (faust makes its own lazily)
+        self.producer = producer
+        self.on_error = on_error
+        self.partitions = partitions
+        self.records: dict[str, list[tuple[bytes | None, bytes]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.records)
+
+    def _partition(self, client: Any, topic: str, count: int, key: bytes | None) -> int:
+        if key is not None:
+            found = self.partitions.get((topic, key))
+            if found is not None and found[0] == count:
+                return found[1]
+        partition = int(client._partition(topic, None, None, None, key, None))
+        if key is not None:
+            if len(self.partitions) >= self.PARTITIONS_CACHED:
+                self.partitions.clear()
+            self.partitions[(topic, key)] = (count, partition)
+        return partition
+
+    def add(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.records.setdefault(topic, []).append((key, value))
+
+    def _delivered(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("a batch was not delivered: %r", future.exception())
+            self.on_error()
+
+    async def send(self) -> None:
+        """Queue everything added so far (the caller then flushes the producer)."""
+        if not self.records:
+            return
+        client = self.producer()
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        for topic, records in self.records.items():
+            await client.client._wait_on_metadata(topic)
+            count = len(client._metadata.partitions_for_topic(topic) or ())
+            for key, value in records:
+                tp = (topic, self._partition(client, topic, count, key))
+                by_partition.setdefault(tp, []).append((key, value))
+        self.records = {}
+        for (topic, partition), records in by_partition.items():
+            batch = client.create_batch()
+            for key, value in records:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    await self._queue(client, batch, topic, partition)
+                    batch = client.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"a record of {len(value)} bytes does not fit in "
+                                         f"a batch of topic {topic}")
+            await self._queue(client, batch, topic, partition)
+
+    async def _queue(self, client: Any, batch: Any, topic: str, partition: int) -> None:
+        future = await client.send_batch(batch, topic, partition=partition)
+        future.add_done_callback(self._delivered)
