@@ -641,7 +641,8 @@ async def baseline(bootstrap: str, prefix: str, workload: Workload, n: int) -> d
 
 _OURS = tuple(f"{REPO / part}/" for part in ("streams", "rules", "geo", "sinks", "onemap"))
 #: our functions that a sample is attributed to (innermost wins)
-_STAGES = {"ingest_batch": "ingest", "rules_agent": "rules", "lifecycle_agent": "lifecycle",
+_STAGES = {"turn": "ingest", "ingest_batch": "ingest", "rules_agent": "rules",
+           "lifecycle_agent": "lifecycle",
            "deliver_until_done": "sinks", "deliver": "sinks", "tick": "health",
            "check_silence": "silence check", "reload_rules": "rule reload",
            "refresh_silences": "lifecycle"}

@@ -92,10 +92,14 @@ class RunningWorker:
         return f"{self.topic_prefix}.{name}"
 
 
-def worker_env(broker: Broker, redis_url: str, tmp: Path, prefix: str) -> dict[str, str]:
+def worker_env(broker: Broker | str, redis_url: str, tmp: Path, prefix: str,
+               **extra: str) -> dict[str, str]:
+    """The environment of a test worker: its own topics and group, short group timeouts;
+    ``extra`` adds or overrides variables. ``broker`` may be a ``kafka://`` URL."""
+    url = broker if isinstance(broker, str) else broker.url
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("ONEMAP_")},
-        "ONEMAP_KAFKA": broker.url,
+        "ONEMAP_KAFKA": url,
         "ONEMAP_REDIS": redis_url,
         "ONEMAP_APP_ID": f"{prefix}-app",
         "ONEMAP_TOPIC_PREFIX": prefix,
@@ -106,6 +110,7 @@ def worker_env(broker: Broker, redis_url: str, tmp: Path, prefix: str) -> dict[s
         "ONEMAP_SESSION_TIMEOUT": "6",
         "ONEMAP_HEARTBEAT_INTERVAL": "1",
         "ONEMAP_LOG_LEVEL": "INFO",
+        **extra,
     }
 
 

@@ -1,5 +1,6 @@
 """A/B prelude for ``bench_pipeline --prelude``: the stages send each record with faust's
-``await topic.send`` again, as before ``streams.app.Outbox`` batched them per partition.
+``await topic.send`` again, as before ``Outbox`` batched them per partition. Written for
+the code before ingest left faust (git bf46763~1): its ``add`` takes faust topics.
 
 Applied to today's code it undoes only that change (same topics, keys and partitions; the
 stage still flushes before writing its state), so the difference between a run with and

@@ -254,7 +254,21 @@ def test_page_opened_mid_burst_converges_to_redis(
     if writer.error is not None:
         raise writer.error
 
-    want, ranked = redis_truth(dashboard.redis_url)
+    view, summary = converged_view(page, dashboard.redis_url)
+    assert_page_shows(view, summary)
+    assert errors == [], errors
+
+
+@pytest.fixture(scope="module")
+def burst() -> Burst:
+    """One generator for the module's rounds, so each round's alerts are new ones."""
+    return Burst()
+
+
+def converged_view(page: Any, redis_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wait (up to 30 s) until the page shows what Redis holds; the page's view, with the
+    truth (``want``, ``ranked``), and a summary of any difference for the asserts' messages."""
+    want, ranked = redis_truth(redis_url)
     assert len(want) > NEW_PER_ROUND // 2  # the burst really left thousands open
     from playwright.sync_api import TimeoutError as PlaywrightTimeout  # see conftest.browser
 
@@ -268,9 +282,16 @@ def test_page_opened_mid_burst_converges_to_redis(
                "duplicates": view["duplicates"], "missing": missing[:10], "stale": stale[:10],
                "wrong_level": wrong[:10], "states": view["states"],
                "updates": view["updates"]}
+    view["want"], view["ranked"] = want, ranked
+    view["page_csp"] = page.evaluate("window.__cspViolations || []")
+    return view, summary
+
+
+def assert_page_shows(view: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Every marker, count and the top list as Redis has them, and no CSP violation."""
+    want, ranked = view["want"], view["ranked"]
     assert view["model"] == want, summary
     assert view["clusterSize"] == len(want) and view["cluster"] == want, summary
-
     counts = {c.label: 0 for c in COLOURS}
     for level in want.values():
         counts[LEVEL_NAMES[level]] += 1
@@ -278,11 +299,4 @@ def test_page_opened_mid_burst_converges_to_redis(
     assert view["city"] == {c: n for c, n in counts.items() if n}  # the city panel's counts
     assert view["total"] == str(len(want))
     assert view["top"] == ranked[:TOP_K]  # unique scores: one right order
-    assert errors == [], errors
-    assert page.evaluate("window.__cspViolations || []") == []
-
-
-@pytest.fixture(scope="module")
-def burst() -> Burst:
-    """One generator for the module's rounds, so each round's alerts are new ones."""
-    return Burst()
+    assert view["page_csp"] == []

@@ -48,20 +48,15 @@ from urllib.parse import urlsplit
 import pytest
 import redis.asyncio as aioredis
 
-from onemap.levels import COLOURS
 from onemap.records import Alert
 from onemap.sinks.base import Outcome
-from onemap.sinks.dashboard.live import TOP_K
 from onemap.sinks.dashboard.state import RedisStateSink
 from tests.browser.conftest import CSP_PROBE, RunningDashboard
 from tests.browser.test_wall_late_open import (
-    CONVERGED,
-    LEVEL_NAMES,
-    NEW_PER_ROUND,
-    PAGE_VIEW,
     Burst,
+    assert_page_shows,
+    converged_view,
     events_requests,
-    redis_truth,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -329,22 +324,9 @@ def test_page_reconnecting_mid_burst_converges_to_redis(
         raise writer.error
     assert all(writer.cut_streams), writer.cut_streams  # each cut broke an open stream
 
-    want, ranked = redis_truth(dashboard.redis_url)
-    assert len(want) > NEW_PER_ROUND // 2  # the burst really left thousands open
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # see conftest.browser
-
-    with contextlib.suppress(PlaywrightTimeout):  # on a time-out, the asserts say what differs
-        page.wait_for_function(CONVERGED, arg=want, timeout=30_000, polling=250)
-    view = page.evaluate(PAGE_VIEW)
+    view, summary = converged_view(page, dashboard.redis_url)
     es_log = page.evaluate("window.__esLog")
-    missing = [i for i in want if i not in view["cluster"]]
-    stale = [i for i in view["cluster"] if i not in want]
-    wrong = [i for i in want if i in view["cluster"] and view["cluster"][i] != want[i]]
-    summary = {"redis": len(want), "model": view["modelSize"], "cluster": view["clusterSize"],
-               "duplicates": view["duplicates"], "missing": missing[:10], "stale": stale[:10],
-               "wrong_level": wrong[:10], "states": view["states"],
-               "updates": view["updates"], "event_source": es_log,
-               "refused": proxy.refused}
+    summary.update(event_source=es_log, refused=proxy.refused)
     # the stream really broke and the page really came back with a fresh snapshot each time
     assert es_log["errors"] >= len(cuts), summary
     assert view["states"] >= states_before + len(cuts), summary
@@ -353,20 +335,10 @@ def test_page_reconnecting_mid_burst_converges_to_redis(
         assert proxy.refused > refused_before, summary  # the outage turned reconnects away
     if "502" in refused:  # the EventSource gave up and the page itself reconnected
         assert es_log["closed"] >= 1, summary
-    assert view["model"] == want, summary
-    assert view["clusterSize"] == len(want) and view["cluster"] == want, summary
-
-    counts = {c.label: 0 for c in COLOURS}
-    for level in want.values():
-        counts[LEVEL_NAMES[level]] += 1
-    assert view["kpis"] == counts
-    assert view["city"] == {c: n for c, n in counts.items() if n}  # the city panel's counts
-    assert view["total"] == str(len(want))
-    assert view["top"] == ranked[:TOP_K]  # unique scores: one right order
+    assert_page_shows(view, summary)
     assert page.locator("#conn").text_content() == "实时"  # not left saying "重连中"
     page_errors = [e for e in errors if not NETWORK_LINE.match(e)]
     assert page_errors == [], errors
-    assert page.evaluate("window.__cspViolations || []") == []
 
 
 @pytest.fixture(scope="module")

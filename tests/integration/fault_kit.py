@@ -58,7 +58,7 @@ from onemap.sinks.sms.sink import SENT_KEY_PREFIX, messages_for
 from onemap.sinks.sms.smsc import Smsc
 from onemap.streams.context import WorkerContext, build_context
 from onemap.streams.deadletter import RawRecord
-from tests.conftest import Broker
+from tests.conftest import worker_env
 from tests.integration.kafka_helpers import produce_keyed, read_until
 
 T = TypeVar("T")
@@ -719,27 +719,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def worker_env(broker: Broker | str, redis_url: str, tmp: Path, prefix: str,
-               **extra: str) -> dict[str, str]:
-    """The environment of a test worker: its own topics and group, short group timeouts."""
-    url = broker if isinstance(broker, str) else broker.url
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ONEMAP_")},
-        "ONEMAP_KAFKA": url,
-        "ONEMAP_REDIS": redis_url,
-        "ONEMAP_APP_ID": f"{prefix}-app",
-        "ONEMAP_TOPIC_PREFIX": prefix,
-        "ONEMAP_METRICS_PORT": str(free_port()),
-        "ONEMAP_DATA_DIR": str(tmp),
-        "ONEMAP_SMS_OUTBOX": f"file://{tmp / 'sms-outbox.jsonl'}",
-        "ONEMAP_REBALANCE_TIMEOUT": "6",
-        "ONEMAP_SESSION_TIMEOUT": "6",
-        "ONEMAP_HEARTBEAT_INTERVAL": "1",
-        "ONEMAP_LOG_LEVEL": "INFO",
-        **extra,
-    }
 
 
 def prefix_for(name: str) -> str:
