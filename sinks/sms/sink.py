@@ -6,7 +6,10 @@ them without a line of its own:
 
 - Idempotency: a message's key is claimed in Redis (``onemap:sms:sent:<alert_id>/<recipient>``)
   before submit and released if the submit fails, so retries, restarts and replays never send
-  a message twice.
+  a message twice. An outcome that could not be written to its claim (Redis went away while
+  the message was at the gateway) is kept by the sink and written before that message is
+  tried again, and at every :meth:`SmsSink.tick`, so that the claim does not stay
+  ``pending`` (which would hold up every retry of the alert, then send it again).
 - Storm protection (``storm.py``, state in ``storm_store.py``): each message is sent now or
   held for one grouped summary, by per-recipient limits; red is never held. The claim and the
   decision are one Redis transaction. Held messages go out when :meth:`SmsSink.tick` (called
@@ -18,10 +21,9 @@ counted and logged with their reason.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import redis.asyncio as aioredis
@@ -43,6 +45,7 @@ from onemap.sinks.sms.storm_store import (
     SENT_TTL_S,
     STALE_FLUSH,
     ClaimInFlight,
+    OutcomeNotRecorded,
     StormStore,
     TransactionConflict,
     submit_once,
@@ -111,6 +114,10 @@ class SmsSink:
         self.counts: Counter[str] = Counter()
         self.follow_up = follow_up
         self.metrics = metrics
+        #: idempotency key -> writes the outcome of its submit to its claim, for the
+        #: outcomes Redis was not there to take (written before anything else is done with
+        #: that key, and at every tick)
+        self._unrecorded: dict[str, Callable[[], Awaitable[None]]] = {}
 
     async def check(self) -> None:
         await self.client.ping()
@@ -150,6 +157,8 @@ class SmsSink:
         now = self.now()
         stream = stream_of(message)
         item = StormItem.of(message, alert, self.limits(), now)
+        if not await self._record(message.key):
+            return Outcome.RETRY, False
         try:
             decision = await self.store.admit(item, message.phone, stream,
                                               message.recipient_id, now)
@@ -170,15 +179,49 @@ class SmsSink:
             outcome = (await self.provider.submit([message], now))[0]
         except OSError:
             outcome = Outcome.RETRY
-        # if this fails the claim stands: at worst a retry is suppressed, never a double send
-        with contextlib.suppress(RedisError, TransactionConflict):
+
+        async def settle() -> None:
             await self.store.settle(item, stream, message.recipient_id, outcome)
+
+        try:
+            await settle()
+        except (RedisError, TransactionConflict) as exc:
+            # the claim stays pending (in flight to any other worker) until it is written:
+            # before this message is tried again, or at the next tick
+            self._unrecorded[message.key] = settle
+            log.warning("SMS %s: %s, but Redis did not take it (%r); written when Redis is "
+                        "back", message.key, outcome.value, exc)
         return outcome, True
+
+    async def _record(self, key: str) -> bool:
+        """Write the outcome this worker holds for ``key``, if any; False when it still
+        cannot be written (the message must wait)."""
+        record = self._unrecorded.pop(key, None)
+        if record is None:
+            return True
+        try:
+            await record()
+        except (RedisError, TransactionConflict):
+            self._unrecorded.setdefault(key, record)
+            return False
+        log.info("SMS %s: its outcome is recorded now that Redis is back", key)
+        return True
+
+    async def record_outcomes(self) -> bool:
+        """Write every outcome Redis was not there to take; True when none is left."""
+        for key in list(self._unrecorded):
+            if not await self._record(key):
+                return False
+        return True
 
     async def tick(self) -> None:
         """Flush every summary that is due (called periodically; two workers may both call
         it: each flush is claimed once). Failures are left for the next tick."""
         now = self.now()
+        if not await self.record_outcomes():
+            log.warning("SMS tick: Redis unavailable, outcomes of earlier submits and "
+                        "summaries wait for the next tick")
+            return
         try:
             due = await self.store.due(now)
         except RedisError:
@@ -198,7 +241,11 @@ class SmsSink:
         outgoing, phone = planned
         message = SmsMessage(key=outgoing.key, alert_id=outgoing.key, recipient_id=recipient_id,
                              phone=phone, text=outgoing.text, exercise=stream == "exercise")
-        outcome = await submit_once(self.client, self.provider, message, now)
+        try:
+            outcome = await submit_once(self.client, self.provider, message, now)
+        except OutcomeNotRecorded as exc:  # written at the next tick, then finished
+            self._unrecorded[exc.key] = exc.record
+            raise
         if isinstance(outcome, str):  # claimed before
             if outcome in (Outcome.DELIVERED.value, Outcome.FAILED.value):
                 await self._finish(stream, recipient_id, outgoing, outcome, now)

@@ -25,13 +25,14 @@ Keys (docs/sms.md lists them with the rest of the SMS keys):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from onemap.sinks.base import Outcome
 from onemap.sinks.sms.message import SmsMessage
@@ -243,14 +244,39 @@ class StormStore:
         return RecipientState.from_json(await self.client.get(state_key(stream, recipient_id)))
 
 
+class OutcomeNotRecorded(RedisError):
+    """A submit's outcome could not be written to its claim (Redis went away while the
+    message was at the gateway): the claim is still ``pending``. ``record()`` tries again;
+    until it succeeds, the key looks in flight to everyone (never sent twice meanwhile)."""
+
+    def __init__(self, key: str, outcome: Outcome,
+                 record: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(f"the outcome of SMS {key} ({outcome.value}) is not recorded yet")
+        self.key = key
+        self.outcome = outcome
+        self.record = record
+
+
+async def record_outcome(client: aioredis.Redis, key: str, outcome: Outcome) -> None:
+    """Write a submit's outcome to the claim of ``key`` taken by :func:`submit_once`: a
+    transient one (retry, duplicate) releases it, so the next attempt may claim it again
+    with the same key."""
+    claim = SENT_KEY_PREFIX + key
+    if outcome in (Outcome.RETRY, Outcome.DUPLICATE):
+        await client.delete(claim)
+    else:
+        await client.set(claim, outcome.value, xx=True, ex=SENT_TTL_S)
+
+
 async def submit_once(client: aioredis.Redis, provider: SmsProvider, message: SmsMessage,
                       now: datetime) -> Outcome | str:
     """Submit ``message`` under its idempotency claim ``onemap:sms:sent:<key>``.
 
     Returns the submit's outcome, or the claim's value (a ``str``: ``pending``,
     ``delivered``...) when the key was claimed before, and then sends nothing. A delivered or
-    failed submit is recorded on the claim; a transient one (retry, duplicate) releases it,
-    so the next attempt may claim it again with the same key.
+    failed submit is recorded on the claim; a transient one (retry, duplicate) releases it
+    (:func:`record_outcome`). Raises :class:`OutcomeNotRecorded` (a RedisError) when the
+    outcome could not be recorded.
     """
     claim = SENT_KEY_PREFIX + message.key
     if not await client.set(claim, "pending", nx=True, ex=SENT_TTL_S):
@@ -259,10 +285,11 @@ async def submit_once(client: aioredis.Redis, provider: SmsProvider, message: Sm
         outcome = (await provider.submit([message], now))[0]
     except OSError:
         outcome = Outcome.RETRY
-    if outcome in (Outcome.RETRY, Outcome.DUPLICATE):
-        await client.delete(claim)
-    else:
-        await client.set(claim, outcome.value, xx=True, ex=SENT_TTL_S)
+    try:
+        await record_outcome(client, message.key, outcome)
+    except RedisError as exc:
+        raise OutcomeNotRecorded(message.key, outcome, functools.partial(
+            record_outcome, client, message.key, outcome)) from exc
     return outcome
 
 
