@@ -356,7 +356,8 @@ class Pipeline:
         self.ingest = IngestLoop(
             ctx, self.health,
             {feed: s.topic(t) for feed, t in INPUT_TOPICS.items() if feed in FEEDS},
-            lambda feed: s.topic(observations_topic(feed)), s.topic("deadletter"))
+            lambda feed: s.topic(observations_topic(feed)), s.topic("deadletter"),
+            priority_feeds=PRIORITY_FEEDS)
         self.health.extra_lag = self.ingest.lag
         self.app.task(self.run_ingest)
 

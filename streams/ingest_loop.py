@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -70,15 +70,18 @@ class IngestLoop:
 
     def __init__(self, ctx: WorkerContext, health: HealthMonitor,
                  topics: Mapping[str, str], lanes: Callable[[str], str],
-                 deadletter_topic: str) -> None:
+                 deadletter_topic: str, *, priority_feeds: Collection[str] = ()) -> None:
         """``topics``: feed -> its input topic; ``lanes``: feed -> the observations topic
-        its observations go to."""
+        its observations go to; ``priority_feeds``: feeds whose records are taken before
+        any other fetched record."""
         self.ctx = ctx
         self.health = health
         self.m = ctx.metrics
         self.feed_of_topic = {topic: feed for feed, topic in topics.items()}
         self.lanes = lanes
         self.deadletter_topic = deadletter_topic
+        self.priority_topics = {t for t, feed in self.feed_of_topic.items()
+                                if feed in priority_feeds}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         #: this worker's committed offsets per assigned partition (for the lag gauge)
@@ -125,8 +128,10 @@ class IngestLoop:
 
     async def turn(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         s = self.ctx.settings
-        batch = await consumer.getmany(timeout_ms=int(s.batch_wait_s * 1000),
-                                       max_records=s.batch_size)
+        batch = await self.priority_first(consumer)
+        if not batch:
+            batch = await consumer.getmany(timeout_ms=int(s.batch_wait_s * 1000),
+                                           max_records=s.batch_size)
         if not batch:
             return
         started = time.perf_counter()
@@ -146,6 +151,23 @@ class IngestLoop:
             self.committed.update(offsets)
         self.m.records_out.labels("ingest").inc(produced)
         self.m.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    async def priority_first(self, consumer: AIOKafkaConsumer,
+                             ) -> dict[TopicPartition, list[Any]]:
+        """The priority feeds' records already fetched, if any, as a batch of their own.
+
+        The consumer fetches every partition ahead and hands out its buffer partition by
+        partition: in a burst, thousands of readings of one partition would go before an
+        incident report fetched at the same time (the burst test saw the rules stage decide
+        on up to 3,500 readings before the report). Asked for first, without waiting, the
+        report leaves at the next turn.
+        """
+        wanted = [tp for tp in consumer.assignment() if tp.topic in self.priority_topics]
+        if not wanted:
+            return {}
+        got: dict[TopicPartition, list[Any]] = await consumer.getmany(
+            *wanted, timeout_ms=0, max_records=self.ctx.settings.batch_size)
+        return got
 
     def process(self, feed: str, records: list[RawRecord], out: Outbox) -> int:
         """One feed's records through the pure stage, into ``out``; returns the number of

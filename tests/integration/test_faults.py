@@ -427,12 +427,14 @@ def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
         print(f"burst of {BURST}: the rules stage had decided on at most {at_report:.0f} "
               f"observations when it decided on the incident, {at_issue:.0f} when the "
               f"incident's alert was issued, {at_red:.0f} when the red water alert was")
-        # the report overtook the readings' backlog in the rules stage. Printed, not
-        # asserted: when its alert was issued (the hop to the lifecycle stage shares the
-        # worker's one consumer with the burst's fetches: measured anywhere from 2,000 to
-        # 9,100 of the 10,000, docs/operations.md), and when the red reading's was (it
-        # waits behind the readings ahead of it in its own partition).
+        # the report overtook the readings' backlog in the rules stage (measured: after
+        # 650-880 of the 10,000), and its alert was out long before the backlog was worked
+        # off (after 850-1,230; the hop to the lifecycle stage shares faust's consumer with
+        # the readings' fetches, hence the looser bound). Printed, not asserted: when the
+        # red reading's alert was issued (it waits behind the readings ahead of it in its
+        # own partition).
         assert at_report < BURST / 2, (at_report, at_issue, at_red)
+        assert at_issue < BURST * 3 / 4, (at_report, at_issue, at_red)
 
 
 def hazard_produced_at(bootstrap: str, topic: str, hazard_id: str, observed_at: str) -> float:
