@@ -48,7 +48,8 @@ def run_worker(settings: Settings) -> int:
 
     follow_up = SmsFollowUp(client, roster=lambda: ctx.roster.current, now=ctx.now,
                             metrics=SmsFollowUpMetrics(ctx.registry),
-                            repeat=repeat_interval)
+                            repeat=repeat_interval,
+                            pending_stale_s=settings.sms_pending_stale_s)
     provider = provider_from_url(settings.sms_outbox_url, secret=settings.sms_secret,
                                  on_event=follow_up.on_event)
     follow_up.attach(provider)

@@ -40,9 +40,10 @@ from onemap.sinks.sms.escalation import (
 from onemap.sinks.sms.message import SmsMessage
 from onemap.sinks.sms.outbox import SmsEvent, SmsProvider
 from onemap.sinks.sms.receipts import REPLY_KEY_PREFIX, dead_letter_record, record_receipt
-from onemap.sinks.sms.reminders import RepeatInterval, note_reminder, remind_due
+from onemap.sinks.sms.reminders import RepeatInterval, Unrecorded, note_reminder, remind_due
 from onemap.sinks.sms.replies import handle_reply
 from onemap.sinks.sms.roster import DutyRoster, masked
+from onemap.sinks.sms.storm_store import PENDING_STALE_S
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class SmsFollowUp:
         self, client: aioredis.Redis, roster: Callable[[], DutyRoster],
         now: Callable[[], datetime], *, metrics: SmsFollowUpMetrics | None = None,
         dead_letter: DeadLetterHook | None = None, deputies: bool = True,
-        repeat: RepeatInterval | None = None,
+        repeat: RepeatInterval | None = None, pending_stale_s: float = PENDING_STALE_S,
     ) -> None:
         self.client = client
         self.roster = roster
@@ -113,6 +114,10 @@ class SmsFollowUp:
         self.dead_letter = dead_letter
         self.deputies = deputies
         self.repeat = repeat
+        #: a reminder claim pending longer than this is taken as dead and sent again
+        self.pending_stale_s = pending_stale_s
+        #: reminder outcomes Redis was not there to take, written at the next tick
+        self.unrecorded_reminders: Unrecorded = {}
         self.provider: SmsProvider | None = None
 
     def attach(self, provider: SmsProvider) -> None:
@@ -138,8 +143,9 @@ class SmsFollowUp:
             results = await escalate_due(self.client, roster, provider, now)
             deputies = await deputies_due(self.client, roster, provider, now) \
                 if self.deputies else []
-            reminded = await remind_due(self.client, provider, self.repeat, now) \
-                if self.repeat is not None else []
+            reminded = await remind_due(
+                self.client, provider, self.repeat, now, pending_stale_s=self.pending_stale_s,
+                unrecorded=self.unrecorded_reminders) if self.repeat is not None else []
             awaiting = await self.client.zcard(AWAITING_KEY)
         except RedisError as exc:
             log.warning("escalation check skipped: Redis: %s", exc)

@@ -11,9 +11,19 @@ to the same people, unless by then
 * it was resolved (or is no longer known), or
 * the command room reported it handled or closed (the closed loop, rules/response.py).
 
-A reminder repeats every interval while those hold. Each is claimed once per (alert id,
-reminder number, recipient) with the sink's idempotency key, so two workers ticking at once
-or a retry never send it twice.
+A reminder repeats every interval while those hold. Each is claimed once per (reminded
+transition, reminder number, recipient) with the sink's idempotency claim and the sink's
+policy (``storm_store.submit_once``, the helper its summaries use), so two workers ticking at
+once or a retry never send it twice, and none is lost:
+
+* a claim that says ``delivered`` or ``failed`` is never sent again;
+* a ``pending`` claim is a submit in flight elsewhere: the reminder stays due and is looked
+  at again at the next tick. Once the claim is older than the pending-stale age
+  (``pending_stale_s``, by default the sink's 120 s) its submit is taken as dead with its
+  worker and the reminder sent (perhaps twice: for an emergency better twice than never);
+* an outcome Redis could not take (Redis went away while the reminder was at the gateway) is
+  kept by the worker and written before any reminder is sent again: a refused reminder is
+  then released and sent at once, a delivered one recorded and not sent again.
 
 Keys (docs/redis-keys.md): ``onemap:sms:remind:<hazard_id>`` (JSON: the transition, its
 recipients, the next reminder's number) and ``onemap:sms:remind:due`` (sorted set: hazard id
@@ -24,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -39,7 +49,7 @@ from onemap.sinks.dashboard.state import read_alert
 from onemap.sinks.response import read_loop
 from onemap.sinks.sms.message import SmsMessage
 from onemap.sinks.sms.outbox import SmsProvider
-from onemap.sinks.sms.storm_store import submit_once
+from onemap.sinks.sms.storm_store import PENDING_STALE_S, OutcomeNotRecorded, submit_once
 from onemap.sinks.sms.templates import DRILL_TAG, SENDER_TAG, render
 
 log = logging.getLogger(__name__)
@@ -54,6 +64,12 @@ REMINDED: Final = frozenset({"new", "escalated"})
 
 #: a level's repeat interval in seconds, or None (never repeated)
 RepeatInterval = Callable[[WarningLevel], float | None]
+
+#: idempotency key -> writes the outcome of its submit to its claim: the outcomes Redis was
+#: not there to take. Owned by the caller (one per worker, kept across ticks, as the sink
+#: keeps its own); :func:`remind_due` writes them before it sends anything. A worker that
+#: dies with some leaves their claims ``pending``, sent again once stale.
+Unrecorded = dict[str, Callable[[], Awaitable[None]]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,6 +87,12 @@ class Reminder:
     @property
     def seq(self) -> int:
         return int(self.alert["seq"])
+
+    @property
+    def alert_id(self) -> str:
+        """The reminded transition's id: its reminders' claims are keyed by it, whatever
+        news at the same level the text quotes."""
+        return str(self.alert["alert_id"])
 
     def to_json(self) -> bytes:
         return orjson.dumps({"alert": self.alert, "recipients": self.recipients,
@@ -153,9 +175,26 @@ async def note_reminder(client: aioredis.Redis, alert: Alert, messages: Sequence
     return "scheduled"
 
 
+async def record_outcomes(unrecorded: Unrecorded) -> None:
+    """Write every reminder outcome Redis was not there to take; raises RedisError (and keeps
+    the rest) while it still cannot."""
+    while unrecorded:
+        key, record = next(iter(unrecorded.items()))
+        await record()
+        del unrecorded[key]
+        log.info("reminder %s: its outcome is recorded now that Redis is back", key)
+
+
 async def remind_due(client: aioredis.Redis, provider: SmsProvider, interval: RepeatInterval,
-                     now: datetime) -> list[tuple[str, str]]:
-    """Send the reminders due now; (hazard id, what happened) for each one looked at."""
+                     now: datetime, *, pending_stale_s: float = PENDING_STALE_S,
+                     unrecorded: Unrecorded | None = None) -> list[tuple[str, str]]:
+    """Send the reminders due now; (hazard id, what happened) for each one looked at.
+
+    Outcomes of earlier submits that Redis could not take (kept in ``unrecorded``, which
+    the caller keeps across calls) are written first; raises RedisError while Redis is
+    away (nothing is sent; the next tick tries again)."""
+    unrecorded = {} if unrecorded is None else unrecorded
+    await record_outcomes(unrecorded)
     done: list[tuple[str, str]] = []
     for raw_id in await client.zrangebyscore(REMIND_DUE_KEY, "-inf", now.timestamp()):
         hazard_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
@@ -180,7 +219,8 @@ async def remind_due(client: aioredis.Redis, provider: SmsProvider, interval: Re
                 await pipe.execute()
             done.append((hazard_id, f"dropped: {why}"))
             continue
-        sent = await _send(client, provider, reminder, alert=alert, step_s=step_s, now=now)
+        sent = await _send(client, provider, reminder, alert=alert, step_s=step_s, now=now,
+                           pending_stale_s=pending_stale_s, unrecorded=unrecorded)
         if sent:
             following = dataclasses.replace(reminder, number=reminder.number + 1)
             due = now + timedelta(seconds=step_s)
@@ -193,17 +233,32 @@ async def remind_due(client: aioredis.Redis, provider: SmsProvider, interval: Re
 
 
 async def _send(client: aioredis.Redis, provider: SmsProvider, reminder: Reminder, *,
-                alert: Alert, step_s: float, now: datetime) -> bool:
-    """Send reminder ``number`` to everyone not yet sent it; True when nobody is left."""
+                alert: Alert, step_s: float, now: datetime, pending_stale_s: float,
+                unrecorded: Unrecorded) -> bool:
+    """Send reminder ``number`` to everyone not yet sent it; True when nobody is left.
+
+    ``alert`` is the latest news of the reminded transition (its text); the claims stay the
+    transition's, so a retry after news at the same level does not send it again to those
+    who had it."""
     text = render_reminder(alert, step_s * reminder.number / 3600)
     complete = True
     for recipient_id, phone in reminder.recipients:
-        message = SmsMessage(key=f"remind/{alert.alert_id}/{reminder.number}/{recipient_id}",
-                             alert_id=alert.alert_id, recipient_id=recipient_id, phone=phone,
-                             text=text, exercise=alert.hazard.exercise)
-        outcome = await submit_once(client, provider, message, now)
-        if isinstance(outcome, str):
-            continue  # sent (or being sent) by another tick
+        message = SmsMessage(
+            key=f"remind/{reminder.alert_id}/{reminder.number}/{recipient_id}",
+            alert_id=alert.alert_id, recipient_id=recipient_id, phone=phone, text=text,
+            exercise=alert.hazard.exercise)
+        try:
+            outcome = await submit_once(client, provider, message, now,
+                                        pending_stale_s=pending_stale_s)
+        except OutcomeNotRecorded as exc:  # written first thing at the next tick
+            unrecorded[exc.key] = exc.record
+            log.warning("reminder %s: %s, but Redis did not take it; written when Redis is "
+                        "back", exc.key, exc.outcome.value)
+            raise
+        if isinstance(outcome, str):  # claimed before
+            if outcome == "pending":  # in flight elsewhere (taken over once stale)
+                complete = False
+            continue  # delivered or failed: never again
         if outcome in (Outcome.RETRY, Outcome.DUPLICATE):
             complete = False
         elif outcome == Outcome.FAILED:

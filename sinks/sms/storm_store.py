@@ -26,6 +26,7 @@ Keys (docs/sms.md lists them with the rest of the SMS keys):
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -52,6 +53,8 @@ from onemap.sinks.sms.storm import (
     plan_flush,
     release,
 )
+
+log = logging.getLogger(__name__)
 
 SENT_KEY_PREFIX = "onemap:sms:sent:"
 SENT_TTL_S = 30 * 24 * 3600
@@ -268,19 +271,57 @@ async def record_outcome(client: aioredis.Redis, key: str, outcome: Outcome) -> 
         await client.set(claim, outcome.value, xx=True, ex=SENT_TTL_S)
 
 
+async def take_claim(client: aioredis.Redis, key: str,
+                     pending_stale_s: float | None = None) -> str | None:
+    """Claim ``key`` (``onemap:sms:sent:<key>`` set to ``pending``): None when this call
+    took it, else the value of the claim taken before (``pending``, ``delivered``...).
+
+    With ``pending_stale_s``, a claim still ``pending`` that long after it was taken (its age
+    read from its expiry, as :meth:`StormStore.admit` does) belongs to a submit that died
+    with its worker: it is taken over (WATCH on the claim, so one worker only). Without it, a
+    ``pending`` claim is returned like any other (summaries close theirs as ``unconfirmed``
+    instead)."""
+    claim = SENT_KEY_PREFIX + key
+    if await client.set(claim, "pending", nx=True, ex=SENT_TTL_S):
+        return None
+    if pending_stale_s is None:
+        return text_of(await client.get(claim))
+    async with client.pipeline(transaction=True) as pipe:
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                await pipe.watch(claim)
+                held = await pipe.get(claim)
+                if held is not None:
+                    value = text_of(held)
+                    age = SENT_TTL_S - await pipe.ttl(claim)
+                    if value != "pending" or age < pending_stale_s:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        return value
+                    log.warning("SMS %s: claim pending for %d s, its submit presumed dead "
+                                "with its worker; sent again", key, age)
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(claim, "pending", ex=SENT_TTL_S)
+                await pipe.execute()
+                return None
+            except WatchError:  # taken, settled or released meanwhile: look again
+                await pipe.reset()  # type: ignore[no-untyped-call]
+    return "pending"  # kept changing under us: in flight, as far as we can tell
+
+
 async def submit_once(client: aioredis.Redis, provider: SmsProvider, message: SmsMessage,
-                      now: datetime) -> Outcome | str:
+                      now: datetime, *, pending_stale_s: float | None = None) -> Outcome | str:
     """Submit ``message`` under its idempotency claim ``onemap:sms:sent:<key>``.
 
     Returns the submit's outcome, or the claim's value (a ``str``: ``pending``,
-    ``delivered``...) when the key was claimed before, and then sends nothing. A delivered or
-    failed submit is recorded on the claim; a transient one (retry, duplicate) releases it
-    (:func:`record_outcome`). Raises :class:`OutcomeNotRecorded` (a RedisError) when the
-    outcome could not be recorded.
+    ``delivered``...) when the key was claimed before, and then sends nothing; with
+    ``pending_stale_s``, a claim ``pending`` for longer than that is taken over and the
+    message submitted (:func:`take_claim`). A delivered or failed submit is recorded on the
+    claim; a transient one (retry, duplicate) releases it (:func:`record_outcome`). Raises
+    :class:`OutcomeNotRecorded` (a RedisError) when the outcome could not be recorded.
     """
-    claim = SENT_KEY_PREFIX + message.key
-    if not await client.set(claim, "pending", nx=True, ex=SENT_TTL_S):
-        return text_of(await client.get(claim))
+    held = await take_claim(client, message.key, pending_stale_s)
+    if held is not None:
+        return held
     try:
         outcome = (await provider.submit([message], now))[0]
     except OSError:
