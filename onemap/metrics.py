@@ -62,7 +62,8 @@ class PipelineMetrics:
             "partitions this worker owns.", ["level", "type"], registry=registry)
         self.broker_errors = Counter(
             "onemap_broker_errors_total",
-            "Errors talking to the Kafka broker, by operation (send, offsets, ledger-tail).",
+            "Errors talking to the Kafka broker, by operation (send, offsets, ledger-tail, "
+            "commit: the ingest loop's offsets cut off by a rebalance).",
             ["operation"], registry=registry)
         self.broker_up = Gauge(
             "onemap_broker_up",

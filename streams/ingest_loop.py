@@ -27,7 +27,12 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from onemap.streams.context import WorkerContext
@@ -63,6 +68,21 @@ def by_feed(batch: Mapping[Any, Sequence[Any]], feed_of_topic: Mapping[str, str]
 def next_offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, int]:
     """What to commit once a batch is out: one past each partition's last record."""
     return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+
+
+class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Revoked partitions leave the lag gauge's committed offsets (should one come back,
+    its offset is the group's, read again, not the one this worker last saw)."""
+
+    def __init__(self, committed: dict[TopicPartition, int]) -> None:
+        self.committed = committed
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self.committed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
 
 
 class IngestLoop:
@@ -109,7 +129,7 @@ class IngestLoop:
             except (KafkaError, OSError) as exc:
                 log.warning("cannot read the faust group's offsets of the feeds; partitions "
                             "this group never consumed start at the earliest record: %r", exc)
-            self.consumer.subscribe(sorted(self.feed_of_topic))
+            self.consumer.subscribe(sorted(self.feed_of_topic), listener=_Forget(self.committed))
             while True:
                 await self.turn(self.consumer, self.producer)
         finally:
@@ -146,6 +166,7 @@ class IngestLoop:
         try:
             await consumer.commit(offsets)
         except CommitFailedError as exc:  # a rebalance took the partitions meanwhile
+            self.m.broker_errors.labels("commit").inc()
             log.warning("ingest offsets not committed, the batch may come again: %r", exc)
         else:
             self.committed.update(offsets)
