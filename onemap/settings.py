@@ -59,7 +59,7 @@ class Settings:
     metrics_port: int = setting(9108, "ONEMAP_METRICS_PORT", "Worker Prometheus /metrics port.")
     app_id: str = setting(
         "onemap", "ONEMAP_APP_ID",
-        "Faust application id = consumer group; ingest's is <id>-ingest.")
+        "Faust application id = consumer group; ingest's and rules' are <id>-ingest, <id>-rules.")
     partitions: int = setting(4, "ONEMAP_PARTITIONS", "Partitions per OneMap topic.")
     replication_factor: int = setting(
         1, "ONEMAP_REPLICATION_FACTOR", "Replication factor for topics OneMap creates.")

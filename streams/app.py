@@ -1,16 +1,18 @@
 """The worker's stages: each a thin shell around its pure batch logic.
 
-Ingest runs on a plain aiokafka batch loop of its own (streams/ingest_loop.py: it keeps no
-state, and faust's per-event stream cost more than the stage itself); rules, lifecycle and
-the sinks are faust agents, whose tables keep their state.
+Ingest and rules, which see every reading, run on plain aiokafka batch loops, each in a
+consumer group of its own (streams/batch_loop.py, ingest_loop.py, rules_loop.py: faust's
+per-event stream cost more than the stages themselves; the rules loop keeps its per-source
+state and changelog itself). Lifecycle and the sinks, which see only hazards and alerts,
+are faust agents; the lifecycle's state is a faust table.
 
     onemap.in.<feed> --ingest--> onemap.observations --rules--> onemap.hazards
         --lifecycle--> onemap.alerts --sinks--> Redis state, SMS
 
 Incident reports and CAP warnings take a lane of their own between ingest and rules,
-``onemap.observations.priority`` with its own rules agent: a burst of sensor readings
-(thousands a second in a storm) then never queues the news that is urgent by itself
-(docs/operations.md, "Overload and priority").
+``onemap.observations.priority``, whose fetched records both loops take first: a burst of
+sensor readings (thousands a second in a storm) then never queues the news that is urgent
+by itself (docs/operations.md, "Overload and priority").
 
 Stages talk only through Kafka topics, so each scales by adding workers to the group.
 Partition keys keep state local: observations by source (per-source windows and levels),
@@ -25,7 +27,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import faust
@@ -35,14 +37,14 @@ from faust.types import EventT
 from mode import CrashingSupervisor
 from redis.exceptions import RedisError
 
-from onemap.records import Alert, Hazard, Observation
-from onemap.rules.evaluate import state_key
+from onemap.records import Alert, Hazard
 from onemap.rules.lifecycle import rank_area
 from onemap.rules.silences import Silence, silenced_by
 from onemap.sinks.base import AlertSink, Outcome
 from onemap.sinks.silences import read_silences
 from onemap.sinks.sms.followup import ESCALATION_CHECK_S, SmsFollowUp
 from onemap.sinks.sms.sink import SmsSink
+from onemap.streams.batch_loop import BatchLoop
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS
@@ -50,7 +52,8 @@ from onemap.streams.health import HEALTH_INTERVAL_S, HealthMonitor
 from onemap.streams.ingest_loop import IngestLoop
 from onemap.streams.ledger_tail import ledger_tails
 from onemap.streams.outbox import Outbox, PartitionCache
-from onemap.streams.source_state import assemble, chunk_key, is_chunk_key, split
+from onemap.streams.rules_loop import RulesLoop
+from onemap.streams.state_tables import EventBoundTable
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +63,9 @@ PIPELINE_TOPICS = ("observations", "observations.priority", "hazards", "alerts",
 #: urgent news; their observations skip the queue of the sensor readings
 PRIORITY_FEEDS = frozenset({"incident", "cap"})
 SINK_RETRY_MAX_S = 10.0  # a sink back after an outage catches up within ~10 s
-SILENCE_CHECK_S = 5.0
 SILENCES_REFRESH_S = 5.0
 #: how often held SMS are checked for a due summary
 SMS_TICK_S = 15.0
-#: keys of the per-partition changelog markers (see EventBoundTable.seal); not state
-MARKER_PREFIX = "__marker__:"
 #: a failpoint for the fault tests: ``<stage>:before-state`` kills the worker (SIGKILL) after
 #: the stage's first batch with output has been flushed and before its state is written, the
 #: one moment that makes a batch's output appear twice (see Pipeline.output_then_state)
@@ -127,166 +127,6 @@ def make_faust_app(ctx: WorkerContext) -> faust.App:
     return app
 
 
-_DELETED = object()
-
-
-class EventBoundTable(MutableMapping[str, Any]):
-    """A faust table seen through the events of one batch, written when the batch is done.
-
-    Faust writes a table key to the changelog partition of the *current event*; in a batch
-    there is none, so each write first makes current the event its key came from. State thus
-    stays co-partitioned with the records that change it, and recovers with them.
-
-    Writes are held (reads see them) until :meth:`seal`, which the stage calls after its
-    output is flushed to the broker: if the worker dies before, the batch is consumed again
-    and its output re-issued under the same ids; were the state written first, the second
-    run would find the batch already applied and its output would be lost.
-    """
-
-    def __init__(self, table: Any, stream: faust.StreamT[bytes],
-                 events_by_key: dict[str, EventT[bytes]]) -> None:
-        # faust.Stream (the concrete class every agent gets) sets the current event
-        self.stream = cast(faust.Stream[bytes], stream)
-        self.table = table
-        self.events_by_key = events_by_key
-        self.pending: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.pending:
-            value = self.pending[key]
-            if value is _DELETED:
-                raise KeyError(key)
-            return value
-        return self.table[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.pending:
-            value = self.pending[key]
-            return default if value is _DELETED else value
-        return self.table.get(key, default)
-
-    def _as_of(self, event: EventT[bytes]) -> Any:
-        """Make ``event`` current for a table write; returns what to restore afterwards
-        (the stream's own current event: its take buffer relies on it)."""
-        previous = self.stream.current_event
-        self.stream._set_current_event(event)
-        return previous
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key not in self.events_by_key:
-            raise KeyError(f"{key!r} is not bound to an event of this batch")
-        self.pending[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        if key not in self.events_by_key:
-            raise KeyError(f"{key!r} is not bound to an event of this batch")
-        self.pending[key] = _DELETED
-
-    def _write(self, key: str, value: Any) -> None:
-        event = self.events_by_key[key]
-        if isinstance(value, dict):
-            value["partition"] = event.message.partition  # for per-partition stream time
-        previous = self._as_of(event)
-        try:
-            for table_key, stored in self._stored_form(key, value):
-                if stored is _DELETED:
-                    self.table.pop(table_key, None)
-                else:
-                    self.table[table_key] = stored
-        finally:
-            self.stream._set_current_event(previous)
-
-    def _stored_form(self, key: str, value: Any) -> list[tuple[str, Any]]:
-        """The table records one logical write becomes, in write order (one here)."""
-        return [(key, value)]
-
-    async def seal(self, producer: Any) -> None:
-        """Write the batch's state, then one marker per changelog partition it touched.
-
-        Call it after the batch's output is flushed. The embedded broker (Tansu) reports a
-        partition's end offset low (DESIGN.md: it answers with the start of the last
-        produced batch), and faust recovers a changelog only up to that end offset, so after
-        a restart the last writes of a partition would be missing. So the batch's writes are
-        flushed first, and a marker follows them in a batch of its own: everything before
-        the marker is recovered.
-        """
-        for key, value in self.pending.items():
-            self._write(key, value)
-        self.pending.clear()
-        await producer.flush()
-        last_per_partition: dict[int, EventT[bytes]] = {}
-        for event in self.events_by_key.values():
-            last_per_partition[event.message.partition] = event
-        for partition, event in last_per_partition.items():
-            previous = self._as_of(event)
-            try:
-                self.table[f"{MARKER_PREFIX}{partition}"] = {"marker": True}
-            finally:
-                self.stream._set_current_event(previous)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.table)
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-
-class SourceStateTable(EventBoundTable):
-    """The rules' per-source state, stored so that a batch writes only what changed.
-
-    The rules read and write one logical value per source (up to 24 h of readings); the
-    table holds it as a small head plus hourly chunks (streams/source_state.py), written
-    after the batch's output like any EventBoundTable. Reads assemble the logical value once
-    and keep it (``cache``, owned by the caller across batches) for as long as the table
-    still holds the same head object: a recovery or another write replaces that object.
-    """
-
-    def __init__(self, table: Any, stream: faust.StreamT[bytes],
-                 events_by_key: dict[str, EventT[bytes]], changed_from: dict[str, float],
-                 cache: dict[str, tuple[Any, Any]]) -> None:
-        super().__init__(table, stream, events_by_key)
-        self.changed_from = changed_from
-        self.cache = cache
-
-    def _logical(self, key: str, default: Any) -> Any:
-        head = self.table.get(key)
-        if not head:
-            return default if head is None else head
-        cached = self.cache.get(key)
-        if cached is not None and cached[0] is head:
-            return cached[1]
-        value = assemble(head, lambda k: self.table.get(chunk_key(key, k)), key)
-        self.cache[key] = (head, value)
-        return value
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.pending:
-            return super().__getitem__(key)
-        value = self._logical(key, None)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.pending:
-            return super().get(key, default)
-        return self._logical(key, default)
-
-    def _stored_form(self, key: str, value: Any) -> list[tuple[str, Any]]:
-        head = self.table.get(key)
-        if value is _DELETED:
-            self.cache.pop(key, None)
-            sealed = head.get("sealed", []) if isinstance(head, dict) else []
-            return [(key, _DELETED), *((chunk_key(key, k), _DELETED) for k in sealed)]
-        if not isinstance(value, dict):
-            return [(key, value)]
-        stored = split(value, head, self.changed_from.get(key))
-        self.cache[key] = (stored.head, value)
-        # the head first: see streams/source_state.py on crash safety
-        return [(key, stored.head), *((chunk_key(key, k), _DELETED if c is None else c)
-                                      for k, c in stored.chunks.items())]
-
-
 class Pipeline:
     """The faust app with one agent per stage; each agent a shell around its pure stage."""
 
@@ -299,19 +139,12 @@ class Pipeline:
         self.follow_up = follow_up
         self.m = ctx.metrics
         self.app = make_faust_app(ctx)
-        self.observations = {name: self.topic(name)
-                             for name in ("observations", "observations.priority")}
         self.hazards = self.topic("hazards")
         self.alerts = self.topic("alerts")
         self.deadletter = self.topic("deadletter")
         partitions = ctx.settings.partitions
         # No value_type: values are plain JSON dicts (value_type=dict makes faust try
         # dict.from_data when it recovers the changelog after a restart, and lose the state)
-        self.source_state = self.app.Table(
-            "onemap-source-state", default=dict, key_type=str,
-            partitions=partitions)
-        #: the rules' logical per-source values, assembled from the table (SourceStateTable)
-        self._source_cache: dict[str, tuple[Any, Any]] = {}
         self._partitions: PartitionCache = {}  # see Outbox
         self.alert_state = self.app.Table(
             "onemap-alert-state", default=dict, key_type=str,
@@ -321,22 +154,15 @@ class Pipeline:
         #: good list is kept while Redis is unreachable
         self.silences: list[Silence] = []
         self._silences_read_at = -SILENCES_REFRESH_S
-        self._rules_batch = asyncio.Lock()
         #: ledger partition -> the alert ids at its end when this worker took it over
         #: (streams/ledger_tail.py); forgotten when partitions are revoked
         self._ledger_tails: dict[int, set[str]] = {}
         self.app.on_partitions_revoked.connect(self._forget_ledger_tails)
-        # two rules agents, one per lane, taking turns (self._rules_batch): the priority
-        # lane waits for at most one batch of readings, never for the readings' backlog
-        self.agent(self.observations["observations"], "onemap.rules", self.rules_agent)
-        self.agent(self.observations["observations.priority"], "onemap.rules.priority",
-                   self.rules_agent)
         self.agent(self.hazards, "onemap.lifecycle", self.lifecycle_agent)
         for sink in self.sinks:  # one agent per sink: a failing SMS gateway never holds up
             # the wall display (each agent gets every alert; offsets commit when all acked)
             self.agent(self.alerts, f"onemap.sinks.{sink.name}", self._sink_agent(sink))
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_rules)
-        self.app.timer(interval=SILENCE_CHECK_S)(self.check_silence)
         self.app.timer(interval=ctx.settings.rules_reload_interval_s)(self.reload_roster)
         # SMS follow-ups: summaries of held messages, escalation of unacknowledged alerts,
         # deputies of undeliverable ones. Every worker may run them: each step is claimed
@@ -346,36 +172,52 @@ class Pipeline:
         if follow_up is not None:
             self.app.timer(interval=ESCALATION_CHECK_S)(follow_up.tick)
         # --- health: consumer lag, feed activity, live hazards, onemap:feeds (streams/health.py)
-        consumed = [self.ctx.settings.topic(t) for t in (*self.observations,
-                                                          "hazards", "alerts")]
+        consumed = [self.ctx.settings.topic(t) for t in ("hazards", "alerts")]
         self.health = HealthMonitor(self.app, ctx, consumed, self.alert_state,
                                     hazards_topic=self.ctx.settings.topic("hazards"))
         self.app.timer(interval=HEALTH_INTERVAL_S)(self.health.tick)
-        # --- ingest: a plain aiokafka batch loop in this process (streams/ingest_loop.py)
+        # --- ingest and rules: plain aiokafka batch loops in this process, each in a group
+        # of its own (streams/batch_loop.py): they see every reading
         s = ctx.settings
         self.ingest = IngestLoop(
             ctx, self.health,
             {feed: s.topic(t) for feed, t in INPUT_TOPICS.items() if feed in FEEDS},
             lambda feed: s.topic(observations_topic(feed)), s.topic("deadletter"),
             priority_feeds=PRIORITY_FEEDS)
-        self.health.extra_lag = self.ingest.lag
-        self.app.task(self.run_ingest)
+        # two lanes: the priority lane's fetched records are taken first, so a report
+        # waits for at most one batch of readings, never for the readings' backlog
+        self.rules = RulesLoop(ctx, observations=s.topic("observations"),
+                               priority=s.topic("observations.priority"),
+                               hazards=s.topic("hazards"), deadletter=s.topic("deadletter"))
+        self.loops: list[BatchLoop] = [self.ingest, self.rules]
+        self.health.extra_lag = self.loops_lag
+        for loop in self.loops:
+            self.app.task(self._run_loop(loop))
 
     def outbox(self) -> Outbox:
         faust_producer: Any = self.app.producer  # the aiokafka producer faust sends with
         return Outbox(faust_producer._ensure_producer, self.m.broker_errors.labels("send").inc,
                       self._partitions)
 
-    async def run_ingest(self) -> None:
-        """The ingest loop, for as long as the app runs; its crash crashes the worker (as
-        an agent's does: a restarted worker resumes from the committed offsets)."""
-        try:
-            await self.ingest.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("the ingest loop crashed")
-            await self.app.crash(exc)
+    def _run_loop(self, loop: BatchLoop) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            """The loop, for as long as the app runs; its crash crashes the worker (as an
+            agent's does: a restarted worker resumes from the committed offsets)."""
+            try:
+                await loop.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("the %s loop crashed", loop.name)
+                await self.app.crash(exc)
+        run.__name__ = f"run_{loop.name}_loop"
+        return run
+
+    async def loops_lag(self) -> dict[tuple[str, int], int]:
+        lag: dict[tuple[str, int], int] = {}
+        for loop in self.loops:
+            lag.update(await loop.lag())
+        return lag
 
     async def output_then_state(self, out: Outbox, state: EventBoundTable, stage: str) -> None:
         """End a stateful stage's batch: its output delivered first, then its state.
@@ -420,45 +262,6 @@ class Pipeline:
             except (ValueError, KeyError, TypeError) as exc:
                 await self.internal_dead_letter(e, stage, exc)
         return out
-
-    async def rules_agent(self, stream: faust.StreamT[bytes]) -> None:
-        async for events in self.batches(stream):
-            async with self._rules_batch:  # the silence check must not see half a batch
-                await self.rules_batch(stream, events)
-
-    async def rules_batch(self, stream: faust.StreamT[bytes],
-                          events: list[EventT[bytes]]) -> None:
-        started = time.perf_counter()
-        decoded = await self.decode(events, "rules", Observation.from_json)
-        changed_from: dict[str, float] = {}  # the oldest reading of each source
-        event_of_key: dict[str, EventT[bytes]] = {}  # the last record of each source
-        for o, e in decoded:
-            key, t = state_key(o), o.observed_at.timestamp()
-            event_of_key[key] = e
-            if t < changed_from.get(key, t + 1.0):
-                changed_from[key] = t
-        state = SourceStateTable(self.source_state, stream, event_of_key, changed_from,
-                                 self._source_cache)
-        result = self.ctx.rules.process([o for o, _ in decoded], state,
-                                        self.ctx.rulebook.current)
-        now = self.ctx.now()
-        out = self.outbox()
-        event_of = {id(o): e for o, e in decoded}  # the exact record, for its bytes
-        for rejected in result.rejected:
-            event = event_of[id(rejected.observation)]
-            self.m.dead_letters.labels(rejected.observation.feed, rejected.reason).inc()
-            dl = DeadLetter(_raw(event), rejected.observation.feed, "rules",
-                            rejected.reason, rejected.detail)
-            out.add(self.deadletter.get_topic_name(), event.key, dl.to_json(now))
-        for decision, count in result.decisions.items():
-            if count:
-                self.m.rule_decisions.labels(decision.value).inc(count)
-        for hazard in result.hazards:
-            out.add(self.hazards.get_topic_name(), rank_area(hazard.place).encode(),
-                    hazard.to_json())
-        await self.output_then_state(out, state, "rules")
-        self.m.records_out.labels("rules").inc(len(result.hazards))
-        self.m.batch_seconds.labels("rules").observe(time.perf_counter() - started)
 
     async def lifecycle_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for events in self.batches(stream):
@@ -522,26 +325,6 @@ class Pipeline:
                                                          Alert.from_json)]
                 await deliver_until_done(sink, batch, self.ctx)
         return deliver
-
-    async def check_silence(self) -> None:
-        """Report sources of this worker's partitions that stopped reporting.
-
-        A timer, every SILENCE_CHECK_S (also once the records stop: a source lost at the
-        end of a storm is still reported). It waits for the rules agent's batch in progress:
-        mid-batch, a source's new reading is not yet in the table, and the source would be
-        reported silent by mistake.
-        """
-        async with self._rules_batch:
-            await self._report_silent_sources()
-
-    async def _report_silent_sources(self) -> None:
-        hazards = self.ctx.rules.silent_sources(
-            [(k, v) for k, v in self.source_state.items()
-             if not k.startswith(MARKER_PREFIX) and not is_chunk_key(k)],
-            self.ctx.rulebook.current)
-        for hazard in hazards:
-            self.m.rule_decisions.labels("source-silent").inc()
-            await self.hazards.send(key=rank_area(hazard.place).encode(), value=hazard.to_json())
 
     def mute(self, hazard: Hazard) -> str | None:
         """Why a hazard's notifications are silenced (a silence in force at its event

@@ -21,34 +21,21 @@ neither skips nor re-reads its input.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from aiokafka import (
-    AIOKafkaConsumer,
-    AIOKafkaProducer,
-    ConsumerRebalanceListener,
-    TopicPartition,
-)
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from onemap.streams.batch_loop import Batch, BatchLoop
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import RawRecord
-from onemap.streams.health import HealthMonitor, consumer_lag
-from onemap.streams.outbox import Outbox, PartitionCache
+from onemap.streams.health import HealthMonitor
+from onemap.streams.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-#: how long the lag gauge waits for a new partition's position before leaving it out
-POSITION_WAIT_S = 1.0
-
-
-def group_of(app_id: str) -> str:
-    """The ingest loop's consumer group (the faust app's is ``app_id`` itself)."""
-    return f"{app_id}-ingest"
 
 
 def by_feed(batch: Mapping[Any, Sequence[Any]], feed_of_topic: Mapping[str, str],
@@ -65,28 +52,10 @@ def by_feed(batch: Mapping[Any, Sequence[Any]], feed_of_topic: Mapping[str, str]
     return out
 
 
-def next_offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, int]:
-    """What to commit once a batch is out: one past each partition's last record."""
-    return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+class IngestLoop(BatchLoop):
+    """The ingest stage; ``run`` is a task of the faust app."""
 
-
-class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Revoked partitions leave the lag gauge's committed offsets (should one come back,
-    its offset is the group's, read again, not the one this worker last saw)."""
-
-    def __init__(self, committed: dict[TopicPartition, int]) -> None:
-        self.committed = committed
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        for tp in revoked:
-            self.committed.pop(tp, None)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
-
-
-class IngestLoop:
-    """The ingest stage's consumer, producer and loop; ``run`` is a task of the faust app."""
+    name = "ingest"
 
     def __init__(self, ctx: WorkerContext, health: HealthMonitor,
                  topics: Mapping[str, str], lanes: Callable[[str], str],
@@ -94,103 +63,25 @@ class IngestLoop:
         """``topics``: feed -> its input topic; ``lanes``: feed -> the observations topic
         its observations go to; ``priority_feeds``: feeds whose records are taken before
         any other fetched record."""
-        self.ctx = ctx
+        super().__init__(ctx, topics.values(),
+                         [t for feed, t in topics.items() if feed in priority_feeds])
         self.health = health
-        self.m = ctx.metrics
         self.feed_of_topic = {topic: feed for feed, topic in topics.items()}
         self.lanes = lanes
         self.deadletter_topic = deadletter_topic
-        self.priority_topics = {t for t, feed in self.feed_of_topic.items()
-                                if feed in priority_feeds}
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
-        #: this worker's committed offsets per assigned partition (for the lag gauge)
-        self.committed: dict[TopicPartition, int] = {}
-        self._partitions: PartitionCache = {}
 
-    async def run(self) -> None:
-        s = self.ctx.settings
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers, group_id=group_of(s.app_id),
-            client_id=f"{s.app_id}-ingest", enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=s.batch_size,
-            fetch_max_wait_ms=int(s.fetch_max_wait_s * 1000),
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000))
-        self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers,
-                                         client_id=f"{s.app_id}-ingest", acks="all",
-                                         linger_ms=5)
+    async def starting(self) -> None:
         try:
-            await self.producer.start()
-            await self.consumer.start()
-            try:
-                await self.seed_from_faust()
-            except (KafkaError, OSError) as exc:
-                log.warning("cannot read the faust group's offsets of the feeds; partitions "
-                            "this group never consumed start at the earliest record: %r", exc)
-            self.consumer.subscribe(sorted(self.feed_of_topic), listener=_Forget(self.committed))
-            while True:
-                await self.turn(self.consumer, self.producer)
-        finally:
-            await asyncio.shield(self._stop())
+            await self.seed_from_faust()
+        except (KafkaError, OSError) as exc:
+            log.warning("cannot read the faust group's offsets of the feeds; partitions "
+                        "this group never consumed start at the earliest record: %r", exc)
 
-    async def _stop(self) -> None:
-        """Leave the group at once (its partitions go to the others without waiting for
-        the session to time out) and deliver what is queued."""
-        for part in (self.consumer, self.producer):
-            if part is not None:
-                try:
-                    await part.stop()
-                except Exception:  # stopping anyway: say so and go on
-                    log.warning("ingest loop: stopping %s failed", type(part).__name__,
-                                exc_info=True)
+    async def process(self, batch: Batch, out: Outbox, producer: AIOKafkaProducer) -> int:
+        return sum(self.process_feed(feed, records, out)
+                   for feed, records in by_feed(batch, self.feed_of_topic).items())
 
-    async def turn(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
-        s = self.ctx.settings
-        batch = await self.priority_first(consumer)
-        if not batch:
-            batch = await consumer.getmany(timeout_ms=int(s.batch_wait_s * 1000),
-                                           max_records=s.batch_size)
-        if not batch:
-            return
-        started = time.perf_counter()
-        out = Outbox(lambda: producer, self.m.broker_errors.labels("send").inc,
-                     self._partitions)
-        produced = 0
-        for feed, records in by_feed(batch, self.feed_of_topic).items():
-            produced += self.process(feed, records, out)
-        await out.send()
-        await producer.flush()
-        offsets = next_offsets(batch)
-        try:
-            await consumer.commit(offsets)
-        except CommitFailedError as exc:  # a rebalance took the partitions meanwhile
-            self.m.broker_errors.labels("commit").inc()
-            log.warning("ingest offsets not committed, the batch may come again: %r", exc)
-        else:
-            self.committed.update(offsets)
-        self.m.records_out.labels("ingest").inc(produced)
-        self.m.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
-
-    async def priority_first(self, consumer: AIOKafkaConsumer,
-                             ) -> dict[TopicPartition, list[Any]]:
-        """The priority feeds' records already fetched, if any, as a batch of their own.
-
-        The consumer fetches every partition ahead and hands out its buffer partition by
-        partition: in a burst, thousands of readings of one partition would go before an
-        incident report fetched at the same time (the burst test saw the rules stage decide
-        on up to 3,500 readings before the report). Asked for first, without waiting, the
-        report leaves at the next turn.
-        """
-        wanted = [tp for tp in consumer.assignment() if tp.topic in self.priority_topics]
-        if not wanted:
-            return {}
-        got: dict[TopicPartition, list[Any]] = await consumer.getmany(
-            *wanted, timeout_ms=0, max_records=self.ctx.settings.batch_size)
-        return got
-
-    def process(self, feed: str, records: list[RawRecord], out: Outbox) -> int:
+    def process_feed(self, feed: str, records: list[RawRecord], out: Outbox) -> int:
         """One feed's records through the pure stage, into ``out``; returns the number of
         observations."""
         self.m.records_in.labels(feed).inc(len(records))
@@ -217,7 +108,7 @@ class IngestLoop:
         ours, faust_group = (
             AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=group,
                              client_id=f"{s.app_id}-ingest-seed", enable_auto_commit=False)
-            for group in (group_of(s.app_id), s.app_id))
+            for group in (self.group, s.app_id))
         await ours.start()
         await faust_group.start()
         try:
@@ -242,24 +133,3 @@ class IngestLoop:
             await faust_group.stop()
             await ours.stop()
 
-    async def lag(self) -> dict[tuple[str, int], int]:
-        """Records left per assigned feed partition: the broker's end - committed (the
-        consumer's position where this worker has committed nothing yet)."""
-        consumer = self.consumer
-        if consumer is None:
-            return {}
-        committed: dict[tuple[str, int], int] = {}
-        by_key: dict[tuple[str, int], TopicPartition] = {}
-        for tp in consumer.assignment():
-            offset: int | None = self.committed.get(tp)
-            if offset is None:  # known once the first fetch for it was made
-                try:
-                    offset = await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_S)
-                except (TimeoutError, KafkaError):
-                    continue
-            if offset is None:
-                continue
-            committed[(tp.topic, tp.partition)] = offset
-            by_key[(tp.topic, tp.partition)] = tp
-        return consumer_lag(by_key, self.feed_of_topic,
-                            lambda k: consumer.highwater(by_key[k]), committed.get)

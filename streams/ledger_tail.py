@@ -31,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -79,7 +80,12 @@ async def ledger_tails(bootstrap_servers: Sequence[str], topic: str,
             consumer.assign(tps)
             for tp, end in (await consumer.end_offsets(tps)).items():
                 consumer.seek(tp, max(0, end - last_n))
-            await _read(consumer, tps, ids, seen)
+
+            def add(tp: TopicPartition, record: Any) -> None:
+                if record.value is not None and (alert_id := alert_id_of(record.value)):
+                    ids[tp.partition].add(alert_id)
+
+            await read_to_end(consumer, tps, add, seen)
             return ids
     except TimeoutError as exc:
         where = ", ".join(f"{tp.partition}: position {pos}, high watermark {high}"
@@ -90,11 +96,12 @@ async def ledger_tails(bootstrap_servers: Sequence[str], topic: str,
         await consumer.stop()
 
 
-async def _read(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
-                ids: dict[int, set[str]],
-                seen: dict[TopicPartition, tuple[int | None, int | None]]) -> None:
-    """Read from the positions set until the tail is read (module docstring), adding each
-    alert's id to ``ids``; ``seen`` tells each partition's position and high watermark."""
+async def read_to_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                      on_record: Callable[[TopicPartition, Any], None],
+                      seen: dict[TopicPartition, tuple[int | None, int | None]]) -> None:
+    """Read from the positions set until the end of every partition (module docstring),
+    calling ``on_record`` for each record in order; ``seen`` tells each partition's
+    position and high watermark (for an error message)."""
     #: once every partition caught up: the time of each one's last fetch answer then
     caught_up: dict[TopicPartition, int | None] | None = None
     while True:
@@ -112,8 +119,7 @@ async def _read(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
             caught_up = None
             for tp, records in got.items():
                 for record in records:
-                    if record.value is not None and (alert_id := alert_id_of(record.value)):
-                        ids[tp.partition].add(alert_id)
+                    on_record(tp, record)
         if caught_up is None and await _caught_up(consumer, tps, seen):
             caught_up = {tp: consumer.last_poll_timestamp(tp) for tp in tps}
 

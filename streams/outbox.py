@@ -38,7 +38,7 @@ class Outbox:
         self.producer = producer
         self.on_error = on_error
         self.partitions = partitions
-        self.records: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        self.records: dict[str, list[tuple[bytes | None, bytes | None, int | None]]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.records)
@@ -55,8 +55,11 @@ class Outbox:
             self.partitions[(topic, key)] = (count, partition)
         return partition
 
-    def add(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self.records.setdefault(topic, []).append((key, value))
+    def add(self, topic: str, key: bytes | None, value: bytes | None,
+            partition: int | None = None) -> None:
+        """Add a record; ``partition`` None: the producer's partitioner decides (by key);
+        ``value`` None: a tombstone (a changelog's delete)."""
+        self.records.setdefault(topic, []).append((key, value, partition))
 
     def _delivered(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -68,23 +71,24 @@ class Outbox:
         if not self.records:
             return
         client = self.producer()
-        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         for topic, records in self.records.items():
             await client.client._wait_on_metadata(topic)
             count = len(client._metadata.partitions_for_topic(topic) or ())
-            for key, value in records:
-                tp = (topic, self._partition(client, topic, count, key))
+            for key, value, partition in records:
+                tp = (topic, self._partition(client, topic, count, key)
+                      if partition is None else partition)
                 by_partition.setdefault(tp, []).append((key, value))
         self.records = {}
-        for (topic, partition), records in by_partition.items():
+        for (topic, partition), pairs in by_partition.items():
             batch = client.create_batch()
-            for key, value in records:
+            for key, value in pairs:
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     await self._queue(client, batch, topic, partition)
                     batch = client.create_batch()
                     if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a record of {len(value)} bytes does not fit in "
-                                         f"a batch of topic {topic}")
+                        raise ValueError(f"a record of {len(value or b'')} bytes does not "
+                                         f"fit in a batch of topic {topic}")
             await self._queue(client, batch, topic, partition)
 
     async def _queue(self, client: Any, batch: Any, topic: str, partition: int) -> None:

@@ -6,7 +6,8 @@ from typing import NamedTuple
 
 from aiokafka import TopicPartition
 
-from onemap.streams.ingest_loop import by_feed, group_of, next_offsets
+from onemap.streams.batch_loop import next_offsets
+from onemap.streams.ingest_loop import by_feed
 
 
 class Fetched(NamedTuple):  # the fields of aiokafka's ConsumerRecord the loop reads
@@ -43,7 +44,3 @@ def test_a_tombstone_becomes_an_empty_record_for_the_dead_letters() -> None:
 def test_commit_one_past_each_partitions_last_record() -> None:
     a, b = TopicPartition("t", 0), TopicPartition("t", 1)
     assert next_offsets({a: fetched("t", 0, range(10, 13)), b: []}) == {a: 13}
-
-
-def test_ingest_group_is_apart_from_faust_group() -> None:
-    assert group_of("onemap") == "onemap-ingest"

@@ -15,7 +15,6 @@ from kafka import TopicPartition as KafkaPartition
 
 from onemap.embedded import stop
 from onemap.settings import Settings
-from onemap.streams.ingest_loop import group_of
 from onemap.topics import ensure_topics
 from tests.conftest import Broker, RunningWorker, start_worker, worker_env
 from tests.integration.kafka_helpers import produce
@@ -79,7 +78,7 @@ def test_fresh_ingest_group_starts_where_the_faust_group_left(
                  what="the fifth reading to be ingested")
         assert metric(running, "onemap_records_in_total", feed="water") == 2
         wait_for(lambda: asyncio.run(committed(broker.bootstrap,
-                                               group_of(upgraded["ONEMAP_APP_ID"]),
+                                               f"{upgraded['ONEMAP_APP_ID']}-ingest",
                                                used[0])) == 5,
                  what="the ingest group to commit past the fifth reading")
         wait_for(lambda: f'onemap_consumer_lag_records{{partition="{used[0].partition}",'

@@ -1,0 +1,243 @@
+"""Stage 2 on a plain aiokafka batch loop: observations -> hazards, with the sources' state.
+
+Like ingest (streams/batch_loop.py), the rules stage sees every reading, so it runs off
+faust's per-event stream, in a consumer group of its own (``<app id>-rules``) on both
+observations topics (the priority lane's records first). Its per-source state (windows,
+levels, hysteresis: up to 24 h of readings per source) is what faust's table kept before;
+here :class:`SourceStateStore` keeps it for the partitions this worker owns and writes it to
+the same changelog topic, in the same format (JSON keys and values, one changelog partition
+per observations partition number), so an upgraded deployment keeps its windows.
+
+A batch: restore any partition not restored yet; decode; ``RulesStage.process`` over the
+state; hazards and dead letters out and flushed; *then* the state's changed records (one
+``Outbox`` batch per changelog partition); then the offsets. A worker that dies before the
+state is written consumes the batch again and re-issues its hazards under the same ids (the
+lifecycle stage and the sinks are idempotent on them); the other order would lose them.
+
+Restoring reads the changelog partitions from the start to their end (as the ledger is read
+back: until every fetch has answered up to the end, since the embedded broker's end offsets
+read low). The range assignor gives a worker the same partition number of both observations
+topics, and a rebalance keeps the state of the partitions a worker keeps.
+
+Sources that stopped reporting are checked between batches, every ``SILENCE_CHECK_S``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from onemap.records import Observation
+from onemap.rules.evaluate import state_key
+from onemap.rules.lifecycle import rank_area
+from onemap.streams.batch_loop import Batch, BatchLoop
+from onemap.streams.context import WorkerContext
+from onemap.streams.deadletter import DeadLetter, RawRecord
+from onemap.streams.ledger_tail import read_to_end
+from onemap.streams.outbox import Outbox
+from onemap.streams.source_state import is_chunk_key
+from onemap.streams.state_tables import DELETED, MARKER_PREFIX, SourceStateTable
+
+log = logging.getLogger(__name__)
+
+SILENCE_CHECK_S = 5.0
+
+
+def changelog_topic(app_id: str) -> str:
+    """The per-source state's changelog: the name faust gave its table's, kept."""
+    return f"{app_id}-onemap-source-state-changelog"
+
+
+class SourceStateStore:
+    """The rules' per-source state of the partitions this worker owns (table records in the
+    layout of streams/source_state.py), and the changelog that keeps it."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.data: dict[str, Any] = {}
+        self.partition_of: dict[str, int] = {}
+        self.restored: set[int] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        return self.data.items()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def write(self, partition: int, key: str, value: Any, out: Outbox) -> None:
+        encoded = orjson.dumps(key)
+        if value is DELETED:
+            self.data.pop(key, None)
+            self.partition_of.pop(key, None)
+            out.add(self.topic, encoded, None, partition)
+        else:
+            self.data[key] = value
+            self.partition_of[key] = partition
+            out.add(self.topic, encoded, orjson.dumps(value), partition)
+
+    def apply(self, partition: int, key: bytes | None, value: bytes | None) -> None:
+        """One changelog record, as restored."""
+        if key is None:
+            return
+        name = orjson.loads(key)
+        if not isinstance(name, str) or name.startswith(MARKER_PREFIX):
+            return  # faust's markers (streams/state_tables.py): not state
+        if value is None:
+            self.data.pop(name, None)
+            self.partition_of.pop(name, None)
+        else:
+            self.data[name] = orjson.loads(value)
+            self.partition_of[name] = partition
+
+    def keep_only(self, partitions: set[int]) -> None:
+        """Forget the state of every partition not in ``partitions``."""
+        for key, partition in list(self.partition_of.items()):
+            if partition not in partitions:
+                del self.data[key], self.partition_of[key]
+        self.restored &= partitions
+
+    async def restore(self, bootstrap_servers: list[str], partitions: set[int]) -> None:
+        """Read the changelog partitions from their start to their end."""
+        todo = sorted(partitions - self.restored)
+        if not todo:
+            return
+        started = time.monotonic()
+        tps = [TopicPartition(self.topic, p) for p in todo]
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=100)
+        count = 0
+
+        def apply(tp: TopicPartition, record: Any) -> None:
+            nonlocal count
+            count += 1
+            self.apply(tp.partition, record.key, record.value)
+
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            await read_to_end(consumer, tps, apply, {})
+        finally:
+            await consumer.stop()
+        self.restored.update(todo)
+        log.info("rules state restored: partitions %s, %d changelog records in %.1f s",
+                 todo, count, time.monotonic() - started)
+
+
+class LoopSourceState(SourceStateTable):
+    """The rules' state for one batch over :class:`SourceStateStore`: writes held until
+    :meth:`seal_into`, which puts them in the store and an outbox for the changelog."""
+
+    def __init__(self, store: SourceStateStore, partition_of_key: dict[str, int],
+                 changed_from: dict[str, float], cache: dict[str, tuple[Any, Any]]) -> None:
+        # no faust stream: a key's partition is its observation's
+        super().__init__(store, cast(Any, None), cast(Any, partition_of_key), changed_from,
+                         cache)
+        self.store = store
+        self.partition_of_key = partition_of_key
+
+    def seal_into(self, out: Outbox) -> None:
+        for key, value in self.pending.items():
+            partition = self.partition_of_key[key]
+            if isinstance(value, dict):
+                value["partition"] = partition  # for per-partition stream time
+            for table_key, stored in self._stored_form(key, value):
+                self.store.write(partition, table_key, stored, out)
+        self.pending.clear()
+
+
+class RulesLoop(BatchLoop):
+    """The rules stage; ``run`` is a task of the faust app."""
+
+    name = "rules"
+
+    def __init__(self, ctx: WorkerContext, *, observations: str, priority: str,
+                 hazards: str, deadletter: str) -> None:
+        super().__init__(ctx, [observations, priority], [priority])
+        self.hazards_topic = hazards
+        self.deadletter_topic = deadletter
+        self.store = SourceStateStore(changelog_topic(ctx.settings.app_id))
+        #: the logical per-source values assembled from the store (SourceStateTable)
+        self.cache: dict[str, tuple[Any, Any]] = {}
+        self._silence_checked = time.monotonic()
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        numbers = {tp.partition for tp in partitions}
+        self.store.keep_only(numbers)
+        await self.store.restore(self.ctx.settings.bootstrap_servers, numbers)
+
+    async def idle(self, producer: AIOKafkaProducer) -> None:
+        if time.monotonic() - self._silence_checked < SILENCE_CHECK_S:
+            return
+        self._silence_checked = time.monotonic()
+        hazards = self.ctx.rules.silent_sources(
+            [(k, v) for k, v in self.store.items()
+             if not k.startswith(MARKER_PREFIX) and not is_chunk_key(k)],
+            self.ctx.rulebook.current)
+        if not hazards:
+            return
+        out = self.outbox(producer)
+        for hazard in hazards:
+            self.m.rule_decisions.labels("source-silent").inc()
+            out.add(self.hazards_topic, rank_area(hazard.place).encode(), hazard.to_json())
+        await out.send()
+        await producer.flush()
+
+    async def process(self, batch: Batch, out: Outbox, producer: AIOKafkaProducer) -> int:
+        await self.store.restore(self.ctx.settings.bootstrap_servers,
+                                 {tp.partition for tp in batch})
+        now = self.ctx.now()
+        decoded: list[tuple[Observation, Any]] = []
+        for records in batch.values():
+            for r in records:
+                try:
+                    decoded.append((Observation.from_json(r.value), r))
+                except (ValueError, KeyError, TypeError) as exc:
+                    dl = DeadLetter(_raw(r), feed="internal", stage="rules",
+                                    reason="undecodable", detail=repr(exc)[:200])
+                    self.m.dead_letters.labels("internal", "undecodable").inc()
+                    out.add(self.deadletter_topic, r.key, dl.to_json(now))
+        changed_from: dict[str, float] = {}  # the oldest reading of each source
+        partition_of_key: dict[str, int] = {}  # the partition of each source's records
+        for o, r in decoded:
+            key, t = state_key(o), o.observed_at.timestamp()
+            partition_of_key[key] = r.partition
+            if t < changed_from.get(key, t + 1.0):
+                changed_from[key] = t
+        state = LoopSourceState(self.store, partition_of_key, changed_from, self.cache)
+        result = self.ctx.rules.process([o for o, _ in decoded], state,
+                                        self.ctx.rulebook.current)
+        record_of = {id(o): r for o, r in decoded}  # the exact record, for its bytes
+        for rejected in result.rejected:
+            r = record_of[id(rejected.observation)]
+            self.m.dead_letters.labels(rejected.observation.feed, rejected.reason).inc()
+            dl = DeadLetter(_raw(r), rejected.observation.feed, "rules", rejected.reason,
+                            rejected.detail)
+            out.add(self.deadletter_topic, r.key, dl.to_json(now))
+        for decision, count in result.decisions.items():
+            if count:
+                self.m.rule_decisions.labels(decision.value).inc(count)
+        for hazard in result.hazards:
+            out.add(self.hazards_topic, rank_area(hazard.place).encode(), hazard.to_json())
+        # the output delivered first, then the state (module docstring)
+        await out.send()
+        await producer.flush()
+        state.seal_into(out)
+        return len(result.hazards)
+
+
+def _raw(record: Any) -> RawRecord:
+    return RawRecord(record.value if record.value is not None else b"", record.key,
+                     record.topic, record.partition, record.offset)
