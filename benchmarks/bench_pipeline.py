@@ -646,11 +646,15 @@ async def baseline(bootstrap: str, prefix: str, workload: Workload, n: int) -> d
 
 _OURS = tuple(f"{REPO / part}/" for part in ("streams", "rules", "geo", "sinks", "onemap"))
 #: our functions that a sample is attributed to (innermost wins)
-_STAGES = {"turn": "ingest", "ingest_batch": "ingest", "rules_agent": "rules",
-           "lifecycle_agent": "lifecycle",
-           "deliver_until_done": "sinks", "deliver": "sinks", "tick": "health",
-           "check_silence": "silence check", "reload_rules": "rule reload",
-           "refresh_silences": "lifecycle"}
+_STAGES = {"IngestLoop.process": "ingest", "RulesLoop.process": "rules",
+           "RulesLoop.assigned": "rules (restoring state)",
+           "BatchLoop.turn": "batch loops' own aiokafka work (fetch, send, flush, commit)",
+           "Pipeline.lifecycle_agent": "lifecycle", "deliver_until_done": "sinks",
+           "deliver": "sinks", "HealthMonitor.tick": "health",
+           "RulesLoop.idle": "silence check", "Pipeline.reload_rules": "rule reload",
+           "Pipeline.refresh_silences": "lifecycle",
+           # before the batch loops (for A/B preludes of older code)
+           "ingest_batch": "ingest", "rules_agent": "rules", "check_silence": "silence check"}
 #: the innermost Python frame of a thread that waits (no CPU)
 _IDLE = {("selectors.py", "select"), ("threading.py", "wait"), ("queue.py", "get"),
          ("threading.py", "_wait_for_tstate_lock"), ("socketserver.py", "serve_forever"),
@@ -722,8 +726,9 @@ class Sampler:
                 if key not in seen:
                     seen.add(key)
                     self.incl_fn[key] += 1
-                if stage is None and code.co_name in _STAGES:
-                    stage = _STAGES[code.co_name]
+                if stage is None:  # by qualified name (Python 3.11+), else by name
+                    stage = _STAGES.get(getattr(code, "co_qualname", code.co_name)) \
+                        or _STAGES.get(code.co_name)
             f = f.f_back
         self.by_stage[stage or "faust/aiokafka (no stage of ours on the stack)"] += 1
 

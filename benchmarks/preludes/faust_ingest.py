@@ -1,5 +1,7 @@
 """A/B prelude for ``bench_pipeline --prelude``: ingest as faust agents again (one per feed,
-in the faust group), as before ``streams/ingest_loop.py`` took the stage off faust.
+in the faust group), as before ``streams/ingest_loop.py`` took the stage off faust. A record
+of that A/B: written for git 3ccba9f (ingest on its loop, rules still a faust agent); the
+rules loop since changed the Pipeline it patches.
 
 Applied to today's code it undoes only that change: the same pure stage, the same
 ``IngestLoop.process`` shell and ``Outbox`` into the same topics and partitions, the same
