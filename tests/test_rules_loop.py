@@ -1,0 +1,64 @@
+"""The rules loop's state store: faust's changelog format read back, tombstones, markers,
+partitions kept or dropped, and a batch's writes going to its records' partitions."""
+
+from __future__ import annotations
+
+import orjson
+from faust.serializers import codecs
+
+from onemap.streams.outbox import Outbox
+from onemap.streams.rules_loop import LoopSourceState, SourceStateStore, changelog_topic
+from onemap.streams.state_tables import DELETED, MARKER_PREFIX
+
+TOPIC = changelog_topic("onemap")
+
+
+def test_the_changelog_is_the_one_faust_kept() -> None:
+    assert TOPIC == "onemap-onemap-source-state-changelog"  # faust: <app id>-<table>-changelog
+
+
+def test_records_faust_wrote_are_restored_as_they_were() -> None:
+    """An upgraded worker reads the changelog faust's table wrote (keys and values through
+    faust's json codec, markers, a tombstone) and holds the same state."""
+    store = SourceStateStore(TOPIC)
+    head = {"newest": 1_700_000_000.0, "levels": {"rain_1h": 2}, "partition": 1,
+            "series": {"rain": [[1_700_000_000.0, 12.5]]}}
+    store.apply(1, codecs.dumps("json", "weather:G1"), codecs.dumps("json", head))
+    store.apply(1, codecs.dumps("json", "water:W1"), codecs.dumps("json", {"newest": 1.0}))
+    store.apply(1, codecs.dumps("json", f"{MARKER_PREFIX}1"), codecs.dumps("json", {"marker": 1}))
+    store.apply(1, codecs.dumps("json", "water:W1"), None)  # deleted later
+    assert dict(store.items()) == {"weather:G1": head}
+    assert store.partition_of == {"weather:G1": 1}
+
+
+def test_keys_are_written_as_faust_wrote_them() -> None:
+    """The same key bytes, so compaction keeps one record per key across the upgrade."""
+    store = SourceStateStore(TOPIC)
+    out = Outbox(lambda: None, lambda: None, {})
+    store.write(2, "weather:G1", {"newest": 5.0}, out)
+    store.write(2, "water:W1", DELETED, out)
+    [(key, value, partition), (gone, tombstone, partition2)] = out.records[TOPIC]
+    assert key == codecs.dumps("json", "weather:G1") and partition == partition2 == 2
+    assert orjson.loads(value or b"") == {"newest": 5.0}
+    assert gone == codecs.dumps("json", "water:W1") and tombstone is None
+
+
+def test_keep_only_forgets_the_partitions_given_away() -> None:
+    store = SourceStateStore(TOPIC)
+    for partition, key in ((0, "a:1"), (1, "a:2"), (3, "a:3")):
+        store.apply(partition, orjson.dumps(key), orjson.dumps({"newest": 1.0}))
+    store.restored = {0, 1, 3}
+    store.keep_only({1, 2})
+    assert dict(store.items()) == {"a:2": {"newest": 1.0}} and store.restored == {1}
+
+
+def test_a_batch_writes_each_source_to_its_records_partition_after_it_is_sealed() -> None:
+    store = SourceStateStore(TOPIC)
+    state = LoopSourceState(store, {"water:W1": 3}, {"water:W1": 100.0}, {})
+    state["water:W1"] = {"newest": 100.0, "levels": {}, "series": {"level": [[100.0, 2.5]]}}
+    assert state.get("water:W1")["newest"] == 100.0  # reads see the batch's writes
+    assert store.get("water:W1") is None  # ... which wait for the seal
+    out = Outbox(lambda: None, lambda: None, {})
+    state.seal_into(out)
+    assert store.get("water:W1")["partition"] == 3  # per-partition stream time
+    assert {p for _, _, p in out.records[TOPIC]} == {3}
