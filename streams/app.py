@@ -46,7 +46,7 @@ from onemap.sinks.sms.followup import ESCALATION_CHECK_S, SmsFollowUp
 from onemap.sinks.sms.sink import SmsSink
 from onemap.streams.batch_loop import BatchLoop
 from onemap.streams.context import WorkerContext
-from onemap.streams.deadletter import DeadLetter, RawRecord
+from onemap.streams.deadletter import RawRecord, undecodable
 from onemap.streams.feeds import FEEDS
 from onemap.streams.health import HEALTH_INTERVAL_S, HealthMonitor
 from onemap.streams.ingest_loop import IngestLoop
@@ -362,8 +362,7 @@ class Pipeline:
 
     async def internal_dead_letter(self, event: EventT[bytes], stage: str, exc: Exception) -> None:
         """An undecodable record between stages (a producer bug or foreign writer): keep it."""
-        dl = DeadLetter(_raw(event), feed="internal", stage=stage, reason="undecodable",
-                        detail=repr(exc)[:200])
+        dl = undecodable(RawRecord.of(event.message), stage, exc)
         self.m.dead_letters.labels("internal", "undecodable").inc()
         await self.deadletter.send(key=event.key, value=dl.to_json(self.ctx.now()))
 
@@ -394,8 +393,3 @@ async def deliver_until_done(sink: AlertSink, batch: list[Alert], ctx: WorkerCon
         if pending:
             await asyncio.sleep(delay)
             delay = min(SINK_RETRY_MAX_S, delay * 2)
-
-
-def _raw(event: EventT[bytes]) -> RawRecord:
-    msg: Any = event.message
-    return RawRecord(event.value, event.key, msg.topic, msg.partition, msg.offset)

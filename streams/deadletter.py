@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from datetime import datetime
+from typing import Any
 
 from onemap.records import dumps
 
@@ -18,6 +19,13 @@ class RawRecord:
     topic: str = ""
     partition: int = -1
     offset: int = -1
+
+    @classmethod
+    def of(cls, record: Any) -> RawRecord:
+        """A consumed record (aiokafka's ``ConsumerRecord`` or faust's message); a
+        tombstone's missing value becomes empty bytes, which no stage accepts."""
+        return cls(record.value if record.value is not None else b"", record.key,
+                   record.topic, record.partition, record.offset)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,3 +55,9 @@ class DeadLetter:
             "original_text": text if text is not None and len(text) <= 4096 else None,
             "rejected_at": now.isoformat(),
         })
+
+
+def undecodable(record: RawRecord, stage: str, exc: Exception) -> DeadLetter:
+    """A record between stages that does not decode (a producer bug or a foreign writer)."""
+    return DeadLetter(record, feed="internal", stage=stage, reason="undecodable",
+                      detail=repr(exc)[:200])

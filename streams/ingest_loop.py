@@ -47,8 +47,7 @@ def by_feed(batch: Mapping[Any, Sequence[Any]], feed_of_topic: Mapping[str, str]
     for tp, records in batch.items():
         feed = feed_of_topic[tp.topic]
         rows = out.setdefault(feed, [])
-        rows.extend(RawRecord(r.value if r.value is not None else b"", r.key, r.topic,
-                              r.partition, r.offset) for r in records)
+        rows.extend(RawRecord.of(r) for r in records)
     return out
 
 

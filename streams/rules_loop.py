@@ -37,7 +37,7 @@ from onemap.rules.evaluate import state_key
 from onemap.rules.lifecycle import rank_area
 from onemap.streams.batch_loop import Batch, BatchLoop
 from onemap.streams.context import WorkerContext
-from onemap.streams.deadletter import DeadLetter, RawRecord
+from onemap.streams.deadletter import DeadLetter, RawRecord, undecodable
 from onemap.streams.ledger_tail import read_to_end
 from onemap.streams.outbox import Outbox
 from onemap.streams.source_state import is_chunk_key
@@ -205,8 +205,7 @@ class RulesLoop(BatchLoop):
                 try:
                     decoded.append((Observation.from_json(r.value), r))
                 except (ValueError, KeyError, TypeError) as exc:
-                    dl = DeadLetter(_raw(r), feed="internal", stage="rules",
-                                    reason="undecodable", detail=repr(exc)[:200])
+                    dl = undecodable(RawRecord.of(r), "rules", exc)
                     self.m.dead_letters.labels("internal", "undecodable").inc()
                     out.add(self.deadletter_topic, r.key, dl.to_json(now))
         changed_from: dict[str, float] = {}  # the oldest reading of each source
@@ -223,7 +222,7 @@ class RulesLoop(BatchLoop):
         for rejected in result.rejected:
             r = record_of[id(rejected.observation)]
             self.m.dead_letters.labels(rejected.observation.feed, rejected.reason).inc()
-            dl = DeadLetter(_raw(r), rejected.observation.feed, "rules", rejected.reason,
+            dl = DeadLetter(RawRecord.of(r), rejected.observation.feed, "rules", rejected.reason,
                             rejected.detail)
             out.add(self.deadletter_topic, r.key, dl.to_json(now))
         for decision, count in result.decisions.items():
@@ -236,8 +235,3 @@ class RulesLoop(BatchLoop):
         await producer.flush()
         state.seal_into(out)
         return len(result.hazards)
-
-
-def _raw(record: Any) -> RawRecord:
-    return RawRecord(record.value if record.value is not None else b"", record.key,
-                     record.topic, record.partition, record.offset)
