@@ -60,6 +60,7 @@ from onemap.streams.context import WorkerContext, build_context
 from onemap.streams.deadletter import RawRecord
 from tests.conftest import worker_env
 from tests.integration.kafka_helpers import produce_keyed, read_until
+from tests.proxy_kit import forward
 
 T = TypeVar("T")
 CST = timezone(timedelta(hours=8))
@@ -581,25 +582,7 @@ class TcpProxy:
         self._run(close())
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
+        await forward(reader, writer, ("127.0.0.1", self.target_port), self._writers)
 
 
 def start_broker_behind(proxy_port: int, log: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -24,6 +24,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from onemap.embedded import stop
 from onemap.streams.ledger_tail import ledger_tails
 from tests.integration.fault_kit import free_port, start_broker_behind
+from tests.proxy_kit import forward
 
 pytestmark = pytest.mark.integration
 
@@ -41,23 +42,8 @@ class SlowProxy:
 
     async def _client(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                       slow: bool) -> None:
-            try:
-                while data := await src.read(65536):
-                    if slow and self.delay:
-                        await asyncio.sleep(self.delay)
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+        await forward(reader, writer, ("127.0.0.1", self.target_port), self._writers,
+                      lambda: self.delay)
 
     @contextlib.asynccontextmanager
     async def serving(self, port: int) -> AsyncIterator[SlowProxy]:
@@ -67,7 +53,7 @@ class SlowProxy:
             yield self
         finally:
             server.close()
-            for writer in self._writers:
+            for writer in list(self._writers):
                 writer.transport.abort()
             await server.wait_closed()
 

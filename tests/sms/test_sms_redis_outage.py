@@ -29,6 +29,7 @@ from onemap.sinks.sms.message import SmsMessage
 from onemap.sinks.sms.sink import SmsSink
 from onemap.sinks.sms.storm import load_limits
 from onemap.sinks.sms.storm_store import SENT_KEY_PREFIX
+from tests.proxy_kit import forward
 from tests.sms.storm_kit import HONGQI, ROSTER, Clock, RecordingProvider, alert
 
 pytestmark = pytest.mark.integration
@@ -50,25 +51,7 @@ class RedisLink:
 
     async def _client(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
+        await forward(reader, writer, self.target, self._writers)
 
     async def restore(self) -> None:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port,
