@@ -14,8 +14,8 @@ two hot stages, in one process, on the pipeline benchmark's workload, so that a 
 * ``RulesStage.process``: observations (batches of ``--batch`` in arrival order, the feeds
   mixed as on ``onemap.observations``) against warm per-source state, 24 h of readings per
   source as in a worker that has run for a day;
-* ``source_state.split``: the stored form of each source a batch touched (what the worker's
-  ``SourceStateTable`` writes after the batch), against the heads stored before.
+* ``source_state.split``: the stored form of each source a batch touched (what the rules loop's
+  ``LoopSourceState`` writes after the batch), against the heads stored before.
 
 Workload: ``benchmarks.bench_pipeline.Workload`` (the fixture registries' 19 river, reservoir
 and tide stations and 146 weather stations, every source reporting once per 5-minute round

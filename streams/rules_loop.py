@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -40,8 +40,8 @@ from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord, undecodable
 from onemap.streams.ledger_tail import read_to_end
 from onemap.streams.outbox import Outbox
-from onemap.streams.source_state import is_chunk_key
-from onemap.streams.state_tables import DELETED, MARKER_PREFIX, SourceStateTable
+from onemap.streams.source_state import assemble, chunk_key, is_chunk_key, split
+from onemap.streams.state_tables import DELETED, MARKER_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -136,19 +136,84 @@ class SourceStateStore:
                  todo, count, time.monotonic() - started)
 
 
-class LoopSourceState(SourceStateTable):
-    """The rules' state for one batch over :class:`SourceStateStore`: writes held until
-    :meth:`seal_into`, which puts them in the store and an outbox for the changelog."""
+class LoopSourceState(MutableMapping[str, Any]):
+    """The rules' per-source state as one batch sees it, over :class:`SourceStateStore`.
+
+    The rules read and write one logical value per source (up to 24 h of readings); the
+    store holds it as a small head plus hourly chunks (streams/source_state.py), so that a
+    batch writes only what changed. Reads assemble the logical value once and keep it
+    (``cache``, owned by the loop across batches) for as long as the store still holds the
+    same head object: a restore or another write replaces that object.
+
+    Writes are held (reads see them) until :meth:`seal_into`, which the loop calls after the
+    batch's output is flushed: if the worker dies before, the batch is consumed again and its
+    hazards re-issued under the same ids; were the state written first, the second run would
+    find the batch already applied and its hazards would be lost. A source's records go to
+    the changelog partition of its observations' partition (``partition_of_key``), so state
+    recovers with the records that change it.
+    """
 
     def __init__(self, store: SourceStateStore, partition_of_key: dict[str, int],
                  changed_from: dict[str, float], cache: dict[str, tuple[Any, Any]]) -> None:
-        # no faust stream: a key's partition is its observation's
-        super().__init__(store, cast(Any, None), cast(Any, partition_of_key), changed_from,
-                         cache)
         self.store = store
         self.partition_of_key = partition_of_key
+        #: the oldest event time each source's readings of this batch may have changed
+        self.changed_from = changed_from
+        self.cache = cache
+        self.pending: dict[str, Any] = {}
+
+    def _logical(self, key: str, default: Any) -> Any:
+        head = self.store.get(key)
+        if not head:
+            return default if head is None else head
+        cached = self.cache.get(key)
+        if cached is not None and cached[0] is head:
+            return cached[1]
+        value = assemble(head, lambda k: self.store.get(chunk_key(key, k)), key)
+        self.cache[key] = (head, value)
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, DELETED)
+        if value is DELETED:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.pending:
+            value = self.pending[key]
+            return default if value is DELETED else value
+        return self._logical(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._check_bound(key)
+        self.pending[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self._check_bound(key)
+        self.pending[key] = DELETED
+
+    def _check_bound(self, key: str) -> None:
+        if key not in self.partition_of_key:
+            raise KeyError(f"{key!r} is not a source of this batch")
+
+    def _stored_form(self, key: str, value: Any) -> list[tuple[str, Any]]:
+        """The store records one logical write becomes, in write order: the head first
+        (see streams/source_state.py on crash safety), then its chunks."""
+        head = self.store.get(key)
+        if value is DELETED:
+            self.cache.pop(key, None)
+            sealed = head.get("sealed", []) if isinstance(head, dict) else []
+            return [(key, DELETED), *((chunk_key(key, k), DELETED) for k in sealed)]
+        if not isinstance(value, dict):
+            return [(key, value)]
+        stored = split(value, head, self.changed_from.get(key))
+        self.cache[key] = (stored.head, value)
+        return [(key, stored.head), *((chunk_key(key, k), DELETED if c is None else c)
+                                      for k, c in stored.chunks.items())]
 
     def seal_into(self, out: Outbox) -> None:
+        """Put the batch's writes in the store and ``out`` (the changelog's records)."""
         for key, value in self.pending.items():
             partition = self.partition_of_key[key]
             if isinstance(value, dict):
@@ -156,6 +221,12 @@ class LoopSourceState(SourceStateTable):
             for table_key, stored in self._stored_form(key, value):
                 self.store.write(partition, table_key, stored, out)
         self.pending.clear()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.store)
+
+    def __len__(self) -> int:
+        return len(self.store)
 
 
 class RulesLoop(BatchLoop):
@@ -169,7 +240,7 @@ class RulesLoop(BatchLoop):
         self.hazards_topic = hazards
         self.deadletter_topic = deadletter
         self.store = SourceStateStore(changelog_topic(ctx.settings.app_id))
-        #: the logical per-source values assembled from the store (SourceStateTable)
+        #: the logical per-source values assembled from the store (LoopSourceState)
         self.cache: dict[str, tuple[Any, Any]] = {}
         self._silence_checked = time.monotonic()
 

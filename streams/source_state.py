@@ -28,7 +28,7 @@ can only come after it in the sequence, so it is not recovered.
 Reading the previous layout: a head without ``sealed`` is the whole logical value (the layout
 before this module); it is used as is and split on its next write.
 
-Pure functions; the worker's table shell (streams/app.py ``SourceStateTable``) does the I/O.
+Pure functions; the rules loop's shell (streams/rules_loop.py ``LoopSourceState``) does the I/O.
 """
 
 from __future__ import annotations

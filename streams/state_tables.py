@@ -1,9 +1,7 @@
-"""The stages' state seen through one batch, written after the batch's output.
+"""A faust stage's state seen through one batch, written after the batch's output.
 
-``EventBoundTable`` is a faust table bound to the events of a batch (the lifecycle stage);
-``SourceStateTable`` the rules' per-source state in its small-to-write layout
-(streams/source_state.py), over any store with ``get``: faust's table or the rules loop's
-own (streams/rules_loop.py).
+``EventBoundTable`` is a faust table bound to the events of a batch (the lifecycle stage).
+The rules loop keeps its per-source state itself (streams/rules_loop.py ``LoopSourceState``).
 """
 
 from __future__ import annotations
@@ -13,8 +11,6 @@ from typing import Any, cast
 
 import faust
 from faust.types import EventT
-
-from onemap.streams.source_state import assemble, chunk_key, split
 
 #: keys of the per-partition changelog markers (see EventBoundTable.seal); not state
 MARKER_PREFIX = "__marker__:"
@@ -80,17 +76,12 @@ class EventBoundTable(MutableMapping[str, Any]):
             value["partition"] = event.message.partition  # for per-partition stream time
         previous = self._as_of(event)
         try:
-            for table_key, stored in self._stored_form(key, value):
-                if stored is DELETED:
-                    self.table.pop(table_key, None)
-                else:
-                    self.table[table_key] = stored
+            if value is DELETED:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = value
         finally:
             self.stream._set_current_event(previous)
-
-    def _stored_form(self, key: str, value: Any) -> list[tuple[str, Any]]:
-        """The table records one logical write becomes, in write order (one here)."""
-        return [(key, value)]
 
     async def seal(self, producer: Any) -> None:
         """Write the batch's state, then one marker per changelog partition it touched.
@@ -121,61 +112,3 @@ class EventBoundTable(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.table)
-
-
-class SourceStateTable(EventBoundTable):
-    """The rules' per-source state, stored so that a batch writes only what changed.
-
-    The rules read and write one logical value per source (up to 24 h of readings); the
-    table holds it as a small head plus hourly chunks (streams/source_state.py), written
-    after the batch's output like any EventBoundTable. Reads assemble the logical value once
-    and keep it (``cache``, owned by the caller across batches) for as long as the table
-    still holds the same head object: a recovery or another write replaces that object.
-    """
-
-    def __init__(self, table: Any, stream: faust.StreamT[bytes],
-                 events_by_key: dict[str, EventT[bytes]], changed_from: dict[str, float],
-                 cache: dict[str, tuple[Any, Any]]) -> None:
-        super().__init__(table, stream, events_by_key)
-        self.changed_from = changed_from
-        self.cache = cache
-
-    def _logical(self, key: str, default: Any) -> Any:
-        head = self.table.get(key)
-        if not head:
-            return default if head is None else head
-        cached = self.cache.get(key)
-        if cached is not None and cached[0] is head:
-            return cached[1]
-        value = assemble(head, lambda k: self.table.get(chunk_key(key, k)), key)
-        self.cache[key] = (head, value)
-        return value
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.pending:
-            return super().__getitem__(key)
-        value = self._logical(key, None)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.pending:
-            return super().get(key, default)
-        return self._logical(key, default)
-
-    def _stored_form(self, key: str, value: Any) -> list[tuple[str, Any]]:
-        head = self.table.get(key)
-        if value is DELETED:
-            self.cache.pop(key, None)
-            sealed = head.get("sealed", []) if isinstance(head, dict) else []
-            return [(key, DELETED), *((chunk_key(key, k), DELETED) for k in sealed)]
-        if not isinstance(value, dict):
-            return [(key, value)]
-        stored = split(value, head, self.changed_from.get(key))
-        self.cache[key] = (stored.head, value)
-        # the head first: see streams/source_state.py on crash safety
-        return [(key, stored.head), *((chunk_key(key, k), DELETED if c is None else c)
-                                      for k, c in stored.chunks.items())]
-
-

@@ -31,8 +31,9 @@ def json_copy(value: Any) -> Any:
 
 
 class SplitStore(MutableMapping[str, Any]):
-    """The worker's SourceStateTable without faust: logical values in, head + chunk records
-    out (``records``, in write order, as JSON), assembled again on read."""
+    """The rules loop's LoopSourceState in miniature (no broker, a write per reading):
+    logical values in, head + chunk records out (``records``, in write order, as JSON),
+    assembled again on read."""
 
     def __init__(self) -> None:
         self.raw: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from onemap.streams import app
+from onemap.streams import rules_loop
 
 
 def _stored_form(self: Any, key: str, value: Any) -> list[tuple[str, Any]]:
@@ -18,9 +18,9 @@ def _stored_form(self: Any, key: str, value: Any) -> list[tuple[str, Any]]:
 
 
 def _logical(self: Any, key: str, default: Any) -> Any:
-    value = self.table.get(key)
+    value = self.store.get(key)
     return default if value is None else value
 
 
-app.SourceStateTable._stored_form = _stored_form  # type: ignore[method-assign]
-app.SourceStateTable._logical = _logical  # type: ignore[method-assign]
+rules_loop.LoopSourceState._stored_form = _stored_form  # type: ignore[method-assign]
+rules_loop.LoopSourceState._logical = _logical  # type: ignore[method-assign]
