@@ -781,6 +781,7 @@ class Plan:
     max_backlog: int  # ... and at most this many
     rates: list[float]
     step_s: float
+    steps: bool = True  # False: capacity only (quick A/Bs of a change), no rate steps
 
 
 def plan_for(quick: bool) -> Plan:
@@ -836,7 +837,7 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                 f"worker CPU {cap['worker_cpu_s']} s in {cap['elapsed_s']} s, load "
                 f"{cap['loadavg']}")
             rates = sorted({*plan.rates, *(float(max(10.0, round(f * capacity, -1)))
-                                           for f in (0.5, 0.8))})
+                                           for f in (0.5, 0.8))}) if plan.steps else []
             steps: list[dict[str, Any]] = []
             for rate in rates:
                 if rate > 1.2 * capacity:
@@ -1004,6 +1005,7 @@ def say(text: str) -> None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from onemap.embedded import free_port, start_broker, start_redis, stop
     plan = plan_for(args.quick)
+    plan.steps = not args.capacity_only
     sizes = [int(x) for x in args.workers.split(",")]
     res: dict[str, Any] = {"date": datetime.now(CST).replace(microsecond=0).isoformat(),
                            "quick": args.quick, "machine": machine(),
@@ -1013,6 +1015,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                        "weather": sum(s.feed == "weather" for s in srcs),
                        "alert_fraction": args.alert_fraction, "step_s": STEP_S,
                        "prelude": str(args.prelude) if args.prelude else None,
+                       "capacity_only": args.capacity_only,
                        "partitions": PARTITIONS}
     say(f"pipeline benchmark: {res['machine']['cpu_count']} CPUs, load {res['loadavg_start']}")
     with tempfile.TemporaryDirectory(prefix="onemap-bench-pipeline-") as d:
@@ -1056,6 +1059,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prelude", type=Path,
                         help="a Python file each worker runs first (A/B runs of a candidate "
                         "change applied by monkeypatching); recorded in the results")
+    parser.add_argument("--capacity-only", action="store_true",
+                        help="warm-up and capacity drain only, no rate steps (A/B runs)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="run the sampling profile (default: on unless --quick)")
     args = parser.parse_args(argv)
