@@ -68,10 +68,25 @@ class Place:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Place:
-        return cls(*[str(d.get(k, "")) for k in _PLACE_FIELDS])
+        # Every record on the observations topic carries its place, and a map has only a
+        # few thousand: a dict as to_dict writes it (all eight keys in field order, string
+        # values) finds its Place in _PLACES instead of building one per record.
+        key = tuple(d.values()) if list(d) == _PLACE_KEYS else None
+        place = _PLACES.get(key) if key is not None else None
+        if place is not None:
+            return place
+        place = cls(*[str(d.get(k, "")) for k in _PLACE_KEYS])
+        if key is not None and all(type(v) is str for v in key):
+            if len(_PLACES) >= _PLACES_MAX:
+                _PLACES.clear()
+            _PLACES[key] = place
+        return place
 
 
-_PLACE_FIELDS = tuple(f.name for f in dataclasses.fields(Place))
+_PLACE_KEYS = [f.name for f in dataclasses.fields(Place)]
+#: the Places decoded so far, by their dict's values in field order (Place.from_dict)
+_PLACES: dict[tuple[Any, ...], Place] = {}
+_PLACES_MAX = 100_000
 OUT_OF_AREA = Place()
 
 

@@ -234,3 +234,25 @@ def test_ingest_locates_each_distinct_point_once_and_places_are_unchanged() -> N
     one_by_one = [places.find(np.array([o.lon]), np.array([o.lat]))[0] for o in observations]
     assert [o.place for o in observations] == one_by_one
     assert len({o.place.town_code for o in observations}) > 1
+
+
+_PLACE_VALUE = st.one_of(st.text(max_size=3), st.integers(-2, 2), st.floats(-2, 2),
+                         st.booleans(), st.none())
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["city_code", "city_name", "district_code",
+                                                 "town_code", "village_code", "village_name",
+                                                 "town_name", "district_name", "other"]),
+                                _PLACE_VALUE), min_size=1, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_decoded_places_come_from_the_cache_only_when_they_are_the_same(
+        dicts: list[dict[str, Any]]) -> None:
+    """Place.from_dict keeps the Places it decoded: whatever dicts come in, in any order
+    (keys missing, in another order, numbers equal to each other), each gives the Place
+    built field by field."""
+    fields = [f for f in Place.__dataclass_fields__]
+    full = [{k: d.get(k, "") for k in fields} for d in dicts]  # to_dict's shape: cached
+    for d in [*dicts, *full, *dicts, *full]:
+        assert Place.from_dict(d) == Place(*[str(d.get(k, "")) for k in fields])
+    place = Place.from_dict({k: "x" for k in fields})
+    assert Place.from_dict(place.to_dict()) is place  # the cache is really used
