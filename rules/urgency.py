@@ -305,7 +305,7 @@ def urgency(hazard: Hazard, context: UrgencyContext, model: UrgencyModel,
     ...                       feed="weather", level=WarningLevel.RED, trend={})
     >>> ctx = UrgencyContext(population=9_000, sites={"school": 1}, colocated=[rain])
     >>> score, parts = urgency(h, ctx, m, h.observed_at)
-    >>> parts
+    >>> parts  # doctest: +NORMALIZE_WHITESPACE
     {'level': 60.0, 'exposure_population': 10.0, 'exposure_sites': 8.0, 'trend': 0.0,
      'compound': 20.0, 'freshness': 0.0, 'confidence': 9.8}
     >>> score
