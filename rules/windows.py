@@ -1,8 +1,15 @@
 """Event-time series for per-source state: rolling sums, rates, late and duplicate readings.
 
-A series is a list of ``[t, value]`` pairs (``t`` = epoch seconds of the event time), sorted by
-``t``, kept JSON-able so it can live in a faust table. All functions are pure: they return a
-new list and never look at the wall clock.
+A series is a list of ``(t, value)`` points (``t`` = epoch seconds of the event time), sorted
+by ``t``, JSON-able (a point is written as a two-item array) so that it can live in the rules'
+changelog. All functions are pure: they return a new list and never look at the wall clock.
+
+New points are tuples: the cyclic garbage collector stops tracking a tuple of floats, while
+it tracks (and scans at every full collection) each two-item list; a worker holds a day of
+readings per source, ~160,000 points, which as lists made the collector ~18 % of a worker's
+CPU (benchmarks/README.md). Points restored from JSON are lists until they age out, so the
+functions here never compare a point with another point as a whole (a tuple and a list do
+not compare): only by their items.
 """
 
 from __future__ import annotations
@@ -10,16 +17,21 @@ from __future__ import annotations
 import bisect
 import enum
 import operator
+from collections.abc import Sequence
 from typing import NamedTuple
 
-Series = list[list[float]]
+#: one reading: (event time, value); a tuple, or a list as restored from JSON
+Point = Sequence[float]
+Series = list[Point]
 
-_LOW = float("-inf")
 #: Bisection by event time alone (``key=``): one float comparison per step instead of
 #: building a ``[t, ±inf]`` probe and comparing lists; the same index, since a series'
 #: values are finite (the feeds reject anything else).
 _TIME = operator.itemgetter(0)
 _VALUE = operator.itemgetter(1)
+#: a point's items as a tuple: the order of points (by time, then value) whether each is a
+#: tuple or a list
+_ITEMS = operator.itemgetter(0, 1)
 
 
 class Arrival(enum.Enum):
@@ -53,18 +65,18 @@ def insert(series: Series, t: float, value: float, keep_s: float) -> Series:
     newest point dropped.
 
     >>> insert([[0.0, 1.0], [600.0, 3.0]], 300.0, 2.0, keep_s=3600)
-    [[0.0, 1.0], [300.0, 2.0], [600.0, 3.0]]
-    >>> insert([[0.0, 1.0]], 7200.0, 2.0, keep_s=3600)
-    [[7200.0, 2.0]]
+    [[0.0, 1.0], (300.0, 2.0), [600.0, 3.0]]
+    >>> insert([(0.0, 1.0)], 7200.0, 2.0, keep_s=3600)
+    [(7200.0, 2.0)]
     """
-    point = [float(t), float(value)]
+    point = (float(t), float(value))
     if series and series[-1][0] >= point[0]:  # late (rare): in its place
         out = list(series)
-        bisect.insort(out, point)
+        out.insert(bisect.bisect_right(out, point, key=_ITEMS), point)
         horizon = out[-1][0] - keep_s
         if out[0][0] >= horizon:
             return out
-        return out[bisect.bisect_left(out, [horizon, _LOW]):]
+        return out[bisect.bisect_left(out, horizon, key=_TIME):]
     # in order, the common case: copy only what stays (once; a series is ~300 pairs)
     horizon = point[0] - keep_s
     if not series or series[0][0] >= horizon:

@@ -40,6 +40,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from onemap.rules.windows import Series
+
 log = logging.getLogger(__name__)
 
 #: Event time per sealed chunk: the head holds at most one chunk of each series (12 readings
@@ -50,11 +52,10 @@ CHUNK_PREFIX = "__series__:"
 #: Keys of the head that belong to the layout, not to the logical value.
 LAYOUT_KEYS = frozenset({"sealed", "open", "first", "fresh", "chunk_s"})
 
-_LOW = float("-inf")
 #: bisection by a pair's event time (``key=``): one float comparison per step instead of
 #: comparing lists with a ``[t, -inf]`` probe; the same index
 _TIME = operator.itemgetter(0)
-Chunk = dict[str, list[list[float]]]
+Chunk = dict[str, Series]
 
 
 def chunk_key(source_key: str, chunk_id: int) -> str:
@@ -82,7 +83,7 @@ class Split:
     chunks: dict[int, Chunk | None]
 
 
-def _slice(series: list[list[float]], lo: float, hi: float) -> list[list[float]]:
+def _slice(series: Series, lo: float, hi: float) -> Series:
     return series[bisect.bisect_left(series, lo, key=_TIME):
                   bisect.bisect_left(series, hi, key=_TIME)]
 
@@ -104,7 +105,7 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
     >>> s2.head["series"], s2.head["sealed"], s2.chunks
     ({'rain': [[7500.0, 3.0], [7800.0, 4.0]]}, [1], {0: None})
     """
-    series: dict[str, list[list[float]]] = value.get("series") or {}
+    series: dict[str, Series] = value.get("series") or {}
     old_head = previous if isinstance(previous, dict) else {}
     same_layout = "sealed" in old_head and old_head.get("chunk_s") == chunk_s
     old_sealed: list[int] = list(old_head.get("sealed", ())) if same_layout else []
@@ -171,7 +172,7 @@ def assemble(head: Any, read_chunk: Callable[[int], Any], source_key: str = "") 
     if not isinstance(head, dict) or "sealed" not in head:
         return head
     fresh = {int(k): c for k, c in head.get("fresh", ())}
-    parts: dict[str, list[list[float]]] = {name: [] for name in head["series"]}
+    parts: dict[str, Series] = {name: [] for name in head["series"]}
     for k in head["sealed"]:
         content = fresh.get(k) or read_chunk(k)
         if not content:
@@ -184,13 +185,13 @@ def assemble(head: Any, read_chunk: Callable[[int], Any], source_key: str = "") 
         for name, points in content.items():
             parts.setdefault(name, []).extend(points)
     first: dict[str, float] = head.get("first", {})
-    series: dict[str, list[list[float]]] = {}
+    series: dict[str, Series] = {}
     for name, tail in head["series"].items():
         points = parts.get(name, [])
         points.extend(tail)
         since = first.get(name)
         if since is not None and points and points[0][0] < since:
-            points = points[bisect.bisect_left(points, [since, _LOW]):]
+            points = points[bisect.bisect_left(points, since, key=_TIME):]
         series[name] = points
     logical = {k: v for k, v in head.items() if k not in LAYOUT_KEYS}
     logical["series"] = series
