@@ -31,6 +31,7 @@ from onemap.rules.water_level import water_candidate, water_level_reached
 from onemap.rules.weather import rainstorm_level, rainstorm_reached, wind_level, wind_reached
 from onemap.rules.windows import (
     Arrival,
+    Owned,
     Series,
     SumBound,
     carry_bound,
@@ -255,9 +256,12 @@ class RulesStage:
         #: per source, what proposers carry from one reading to the next in memory (see
         #: Proposer); each carried value checks that it still fits the state it is used with
         #: (windows.carry_bound), so a restart, a rebalance or a failed batch only costs a
-        #: sum. A carried rain bound holds the state's own rain list (no copy): no memory
-        #: beyond the state's while the state is current.
+        #: sum. A carried rain bound holds two points of the state's rain series: no
+        #: memory beyond the state's while the state is current.
         self.carried: dict[str, dict[str, Any]] = {}
+        #: the series lists the batch in progress made (windows.insert changes these in
+        #: place); None outside :meth:`process`
+        self.owned: Owned | None = None
 
     def _entry(self, feed: str, source_id: str) -> Any:
         """The registry entry of a registered source (None for incidents, CAP, unknowns)."""
@@ -347,9 +351,13 @@ class RulesStage:
         rules: RuleBook,
     ) -> RulesResult:
         result = RulesResult()
-        for obs in sorted(observations, key=lambda o: o.observed_at):
-            decision = self.evaluate(obs, state, rules, result)
-            result.decisions[decision] += 1
+        self.owned = {}
+        try:
+            for obs in sorted(observations, key=lambda o: o.observed_at):
+                decision = self.evaluate(obs, state, rules, result)
+                result.decisions[decision] += 1
+        finally:
+            self.owned = None
         return result
 
     def evaluate(self, obs: Observation, state: MutableMapping[str, Any], rules: RuleBook,
@@ -403,13 +411,14 @@ class RulesStage:
             _accumulation_to_increment(st, values, obs.attrs.get("accum_since", ""), t)
         keep_s = rules.history_s
         series = st["series"]
+        owned = self.owned
         for name, series_name in SERIES[obs.feed].items():
             if name in values:
                 series[series_name] = insert(series.get(series_name, []), t, values[name],
-                                             keep_s)
+                                             keep_s, owned)
         stream = obs.attrs.get("sensor", "")
         st["seen"][stream] = insert(st["seen"].get(stream, []), t, 0.0,
-                                    rules.pipeline.lateness_s)
+                                    rules.pipeline.lateness_s, owned)
         if st["newest"] is not None and t < st["newest"]:
             return Arrival.LATE  # in order for its sensor, but older than the source
         if arrival == Arrival.IN_ORDER:
@@ -479,9 +488,10 @@ _CHANGED_IN_PLACE = ("seen", "series", "levels", "below_since", "flags")
 def _copy_state(st: dict[str, Any] | None) -> dict[str, Any] | None:
     """A copy of a source's state that :meth:`RulesStage.evaluate` may change (the stored
     one stays as it was if the reading is refused): the dicts it changes in place are
-    copied, the rest is shared; the series lists are shared too, since windows.insert
-    returns new lists and nothing changes a series or a pair in place. (A deep copy of 24 h
-    of history per reading was 62% of a worker's time: benchmarks/results/pipeline.md.)"""
+    copied, the rest is shared; the series lists are shared too: windows.insert changes in
+    place only lists the batch in progress made (``RulesStage.owned``), never one the state
+    held before the batch, and a point is never changed. (A deep copy of 24 h of history per
+    reading was 62% of a worker's time: benchmarks/results/pipeline.md.)"""
     if not st:
         return None
     copy = dict(st)

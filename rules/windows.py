@@ -18,7 +18,6 @@ import bisect
 import enum
 import operator
 from collections.abc import Sequence
-from typing import NamedTuple
 
 #: one reading: (event time, value); a tuple, or a list as restored from JSON
 Point = Sequence[float]
@@ -60,16 +59,44 @@ def classify(series: Series, t: float, newest: float | None, lateness_s: float) 
     return Arrival.LATE
 
 
-def insert(series: Series, t: float, value: float, keep_s: float) -> Series:
+#: Series lists made by the batch in progress, by id (the lists themselves are held, so an
+#: id is never reused meanwhile): :func:`insert` changes these in place.
+Owned = dict[int, Series]
+
+
+def insert(series: Series, t: float, value: float, keep_s: float,
+           owned: Owned | None = None) -> Series:
     """The series with ``(t, value)`` in event-time order, older than ``keep_s`` before the
     newest point dropped.
+
+    A new list, unless ``series`` is in ``owned``: then it is changed in place and
+    returned. Copying a day of points for every reading was the rules stage's largest cost
+    (copying and then freeing ~300 references per series, each a cache miss), so the rules
+    stage copies a source's series once per batch (the batch's first reading of it, whose
+    new list goes into ``owned``) and changes that copy for the batch's later readings. The
+    lists the stage's state held before the batch are never changed: a batch that fails
+    leaves them as they were.
 
     >>> insert([[0.0, 1.0], [600.0, 3.0]], 300.0, 2.0, keep_s=3600)
     [[0.0, 1.0], (300.0, 2.0), [600.0, 3.0]]
     >>> insert([(0.0, 1.0)], 7200.0, 2.0, keep_s=3600)
     [(7200.0, 2.0)]
+    >>> owned: Owned = {}
+    >>> s = insert([(0.0, 1.0)], 300.0, 2.0, 3600, owned)   # copied, now owned
+    >>> insert(s, 600.0, 3.0, 3600, owned) is s             # changed in place
+    True
     """
     point = (float(t), float(value))
+    if owned is not None and id(series) in owned:
+        _insert_in_place(series, point, keep_s)
+        return series
+    out = _inserted(series, point, keep_s)
+    if owned is not None:
+        owned[id(out)] = out
+    return out
+
+
+def _inserted(series: Series, point: tuple[float, float], keep_s: float) -> Series:
     if series and series[-1][0] >= point[0]:  # late (rare): in its place
         out = list(series)
         out.insert(bisect.bisect_right(out, point, key=_ITEMS), point)
@@ -89,6 +116,20 @@ def insert(series: Series, t: float, value: float, keep_s: float) -> Series:
     return out
 
 
+def _insert_in_place(series: Series, point: tuple[float, float], keep_s: float) -> None:
+    """:func:`_inserted`'s result, made in ``series`` itself."""
+    if series and series[-1][0] >= point[0]:  # late (rare): in its place
+        series.insert(bisect.bisect_right(series, point, key=_ITEMS), point)
+        horizon = series[-1][0] - keep_s
+    else:
+        series.append(point)
+        horizon = point[0] - keep_s
+    if series[0][0] < horizon:
+        cut = 1 if series[1][0] >= horizon else bisect.bisect_left(series, horizon, 1,
+                                                                    key=_TIME)
+        del series[:cut]
+
+
 def window_sum(series: Series, end: float, seconds: float) -> float:
     """Sum of values with ``end - seconds < t <= end`` (increments in the window).
 
@@ -103,15 +144,22 @@ def window_sum(series: Series, end: float, seconds: float) -> float:
     return float(sum(map(_VALUE, series[lo:hi])))
 
 
-class SumBound(NamedTuple):
+class SumBound:
     """``at_least`` is known to be at least ``window_sum(series, end, seconds)``: an upper
     bound of a window sum that the source's next reading can carry forward without summing
-    (:func:`carry_bound`). ``series`` is the very list it holds for (not a copy)."""
+    (:func:`carry_bound`). It keeps what recognises the series at its next reading (which
+    may be the same list changed in place, see :func:`insert`): its length and its first
+    and last points, as objects (compared by identity: a point is never changed)."""
 
-    series: Series
-    end: float
-    seconds: float
-    at_least: float
+    __slots__ = ("at_least", "end", "first", "last", "n", "seconds")
+
+    def __init__(self, series: Series, end: float, seconds: float, at_least: float) -> None:
+        self.n = len(series)
+        self.first = series[0] if series else None
+        self.last = series[-1] if series else None
+        self.end = end
+        self.seconds = seconds
+        self.at_least = at_least
 
 
 def carry_bound(previous: SumBound | None, series: Series, end: float,
@@ -120,15 +168,17 @@ def carry_bound(previous: SumBound | None, series: Series, end: float,
     without summing, or None when it cannot be carried (then sum).
 
     ``previous.end`` must be the time of the newest reading of its series or later (as the
-    rules' windows end at the source's newest reading). The bound can be carried when the
-    window only moved forward (``end`` at or after ``previous.end``, the same length) and
-    ``series`` is ``previous.series``, or that series
-    with its oldest points dropped and one point appended, as :func:`insert` makes it for
-    an in-order reading - checked by the identity of the pairs at both ends and the length,
-    since nothing changes a series or a pair in place. The window then holds a suffix of
-    the points it held, plus at most the new one; and as the values are never negative (rain:
-    the feeds reject negative values) and float rounding is monotonic, a float sum of a
-    suffix is at most the sum of the whole: the old bound plus the new value is a bound.
+    rules' windows end at the source's newest reading), and ``series`` must be what the
+    bound's series became through at most one :func:`insert` (as the rules stage makes a
+    bound at every reading of the source). The bound can be carried when the window only
+    moved forward (``end`` at or after ``previous.end``, the same length) and the series is
+    unchanged (the same first and last points, the same length), or had one point appended
+    and only its oldest points dropped (its last but one point is the bound's last point) -
+    checked by the identity of the points, as a point is never changed and a series
+    restored from the changelog holds new ones. The window then holds a suffix of the points
+    it held, plus at most the new one; and as the values are never negative (rain: the
+    feeds reject negative values) and float rounding is monotonic, a float sum of a suffix
+    is at most the sum of the whole: the old bound plus the new value is a bound.
 
     >>> s0 = [[0.0, 1.0], [300.0, 2.0]]
     >>> b = SumBound(s0, 300.0, 3600.0, window_sum(s0, 300.0, 3600.0))
@@ -142,15 +192,19 @@ def carry_bound(previous: SumBound | None, series: Series, end: float,
     >>> carry_bound(b, [[0.0, 1.0], [300.0, 2.0]], 300.0, 3600.0) is None  # not that list
     True
     """
-    if previous is None or previous.seconds != seconds or end < previous.end:
+    if previous is None or previous.seconds != seconds or end < previous.end \
+            or previous.last is None:
         return None
-    old = previous.series
-    if series is old:
-        return previous.at_least
     n = len(series)
-    k = len(old) - (n - 1)  # where series starts in old, if it is old[k:] + [new point]
-    if n >= 2 and 0 <= k < len(old) and series[0] is old[k] and series[-2] is old[-1]:
-        return previous.at_least + series[-1][1]
+    if n == 0:
+        return None
+    last = series[-1]
+    if last is previous.last:  # no point appended: unchanged, unless a late one stayed
+        if n == previous.n and series[0] is previous.first:
+            return previous.at_least
+        return None
+    if n >= 2 and series[-2] is previous.last and n <= previous.n + 1:
+        return previous.at_least + last[1]
     return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import random
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -26,6 +27,7 @@ from onemap.geo.places import PlaceIndex
 from onemap.levels import WarningLevel
 from onemap.records import Hazard, Observation, Place
 from onemap.registries import Registries, default_registries_dir
+from onemap.rules import evaluate
 from onemap.rules.evaluate import RulesStage
 from onemap.rules.rulebook import default_rules_dir, load_rulebook
 from onemap.rules.water_level import water_candidate, water_level_reached
@@ -36,7 +38,7 @@ from onemap.rules.weather import (
     wind_level,
     wind_reached,
 )
-from onemap.rules.windows import Series, SumBound, carry_bound, insert, window_sum
+from onemap.rules.windows import Owned, Series, SumBound, carry_bound, insert, window_sum
 from onemap.streams.deadletter import RawRecord
 from onemap.streams.ingest import IngestStage
 
@@ -77,18 +79,44 @@ def test_insert_equals_the_list_comparing_version(ts: list[int], t: int, v: int,
     assert _items(insert(mixed, t, v, keep)) == expected
 
 
+@given(st.lists(st.lists(st.tuples(st.integers(-5, 60), st.integers(0, 3)), max_size=6),
+                max_size=6), st.integers(0, 30))
+@settings(max_examples=300, deadline=None)
+def test_insert_in_place_gives_what_copying_gives_and_leaves_the_state_alone(
+        batches: list[list[tuple[int, int]]], keep: int) -> None:
+    """The rules stage's way (a batch copies a series once, then changes its copy) ends
+    with the same series as copying at every insert, and never changes a list it was given
+    before the batch."""
+    copied: Series = [[0.0, 1.0], [10.0, 2.0]]
+    changed: Series = copied
+    for batch in batches:
+        before, content = changed, _items(changed)
+        owned: Owned = {}
+        for t, v in batch:
+            copied = insert(copied, t, v, keep)
+            changed = insert(changed, t, v, keep, owned)
+            assert _items(changed) == _items(copied)
+        assert _items(before) == content  # the state before the batch is untouched
+
+
 def _items(series: Series) -> list[tuple[float, ...]]:
     return [tuple(p) for p in series]
 
 
-def _rain_run(seed: int, steps: int, heavy: float) -> list[tuple[Series, float]]:
+def _rain_run(seed: int, steps: int, heavy: float,
+              batch: int | None = None) -> Iterator[tuple[Series, float]]:
     """A station's rain series after each reading: 5-minute readings, some late, some
-    dropped, showers of up to ``heavy`` mm; the state's 24 h + 15 min of history."""
+    dropped, showers of up to ``heavy`` mm; the state's 24 h + 15 min of history. With
+    ``batch``, inserted as the rules stage does (windows.insert's ``owned``): each series
+    copied at the first reading of a batch of that many, then changed in place, so a
+    series yielded is valid until the next one."""
     rnd = random.Random(seed)
     series: Series = []
     newest = 0.0
-    out = []
+    owned: Owned | None = None
     for i in range(steps):
+        if batch is not None and i % batch == 0:
+            owned = {}
         t = i * 300.0
         if rnd.random() < 0.05 and newest > 900:
             t = newest - rnd.choice([60.0, 240.0, 600.0])  # late, within the lateness
@@ -97,19 +125,20 @@ def _rain_run(seed: int, steps: int, heavy: float) -> list[tuple[Series, float]]
         value = round(rnd.random() * heavy, 1) if rnd.random() < 0.3 else 0.0
         if any(p[0] == t for p in series):
             continue  # a duplicate: the stage drops it before the series
-        series = insert(series, t, value, BOOK.history_s)
+        series = insert(series, t, value, BOOK.history_s, owned)
         newest = max(newest, t)
-        out.append((series, newest))
-    return out
+        yield series, newest
 
 
+@pytest.mark.parametrize("batch", [None, 1, 3, 50])
 @pytest.mark.parametrize(("seed", "heavy"), [(1, 0.5), (2, 4.0), (3, 12.0), (4, 30.0)])
-def test_carried_rain_bound_never_changes_a_level(seed: int, heavy: float) -> None:
+def test_carried_rain_bound_never_changes_a_level(seed: int, heavy: float,
+                                                  batch: int | None) -> None:
     rule = BOOK.rainstorm
     previous: SumBound | None = None
     carried = 0
     levels = set()
-    for series, newest in _rain_run(seed, 1500, heavy):
+    for series, newest in _rain_run(seed, 1500, heavy, batch):
         at_most = carry_bound(previous, series, newest, rule.longest_window_s)
         if at_most is not None:
             carried += 1
@@ -130,7 +159,7 @@ def test_a_bound_is_not_carried_to_a_series_it_was_not_made_for() -> None:
     b = SumBound(s0, 600.0, 3600.0, 6.0)
     assert carry_bound(b, orjson.loads(orjson.dumps(s0)), 600.0, 3600.0) is None  # a copy
     assert carry_bound(b, s0, 300.0, 3600.0) is None  # the window moved back
-    assert carry_bound(b._replace(seconds=7200.0), s0, 600.0, 3600.0) is None  # other rule
+    assert carry_bound(SumBound(s0, 600.0, 7200.0, 6.0), s0, 600.0, 3600.0) is None  # other
     late = insert(s0, 450.0, 5.0, BOOK.history_s)
     assert carry_bound(b, late, 600.0, 3600.0) is None
     # a late reading and then an in-order one: the result shares both ends with s0 + 1 point
@@ -214,6 +243,22 @@ def test_what_is_carried_in_memory_changes_no_hazard_and_no_state(seed: int) -> 
         # the same state as the changelog holds it (points are tuples in memory, lists
         # once restored)
         assert orjson.dumps(again_state) == orjson.dumps(state), (reload_state, new_stage)
+
+
+@pytest.mark.parametrize("seed", [11, 13])
+def test_series_changed_in_place_within_a_batch_change_no_hazard_and_no_state(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage copies a series once per batch and changes the copy in place
+    (windows.insert's ``owned``): the same hazards and state as copying at every reading."""
+    batches = _storm(seed)
+    hazards, state = _run(batches, reload_state=False, new_stage=False)
+    monkeypatch.setattr(evaluate, "insert",
+                        lambda series, t, value, keep_s, owned=None: insert(series, t, value,
+                                                                             keep_s))
+    copying_hazards, copying_state = _run(batches, reload_state=False, new_stage=False)
+    assert len(hazards) > 10
+    assert copying_hazards == hazards
+    assert orjson.dumps(copying_state) == orjson.dumps(state)
 
 
 def test_emitted_hazards_explain_the_level_they_carry() -> None:
