@@ -43,7 +43,9 @@ _HIGH, _LOW = float("inf"), float("-inf")
 
 # -- the previous versions (git 6b67645) ------------------------------------------------------
 
-def insert_before(series: Series, t: float, value: float, keep_s: float) -> Series:
+def insert_before(series: Series, t: float, value: float, keep_s: float,
+                  owned: Any = None) -> Series:
+    """(``owned``: today's in-place inserts, ignored: a new list every time, as before)"""
     point = [float(t), float(value)]
     if not series or series[-1][0] < point[0]:
         out = [*series, point]
@@ -124,6 +126,15 @@ def place_per_point() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def with_list_points(name: str, value: Any) -> Iterator[None]:
+    """``ev.<name>`` put back as it was, which compares a series' points with list probes:
+    so points are lists again too (``insert_before``; today's are tuples, which a list does
+    not compare with), i.e. the variant also undoes the tuples and the in-place inserts."""
+    with patched(ev, "insert", insert_before), patched(ev, name, value):
+        yield
+
+
 #: (name, what the variant undoes, context manager)
 VARIANTS: list[tuple[str, str, Callable[[], contextlib.AbstractContextManager[None]]]] = [
     ("all candidates in full", "figure, reason and trend built for every reading "
@@ -131,12 +142,13 @@ VARIANTS: list[tuple[str, str, Callable[[], contextlib.AbstractContextManager[No
     ("no carried rain bound", "the 12 h rain sum computed for every reading (the one-sum "
      "shortcut kept)", lambda: patched(ev, "carry_bound", lambda *a: None)),
     ("every rain window summed", "no shortcut and no carried bound: 12, 6, 3 h windows "
-     "summed for every reading", lambda: patched(ev, "rainstorm_reached",
-                                                 rainstorm_reached_all_sums)),
-    ("insert as before", "two copies per insert, list-comparing bisection",
-     lambda: patched(ev, "insert", insert_before)),
-    ("window max as before", "list-comparing bisection (a [t, ±inf] probe)",
-     lambda: patched(ev, "window_max", window_max_before)),
+     "summed for every reading (and list points, as insert as before)",
+     lambda: with_list_points("rainstorm_reached", rainstorm_reached_all_sums)),
+    ("insert as before", "two copies per insert, list-comparing bisection, list points, "
+     "a copy per reading (not per batch)", lambda: patched(ev, "insert", insert_before)),
+    ("window max as before", "list-comparing bisection (a [t, ±inf] probe; and list "
+     "points, as insert as before)",
+     lambda: with_list_points("window_max", window_max_before)),
     ("state copy as before", "every dict of the state copied (latest, accum too)",
      lambda: patched(ev, "_copy_state", copy_state_before)),
     ("enum hash", "Decision hashed by Enum's Python __hash__", enum_hash),
