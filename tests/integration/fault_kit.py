@@ -740,6 +740,37 @@ def check_run(bootstrap: str, prefix: str, client: redis.Redis, smsc: SmscThread
     keys = expected_sms_keys(first_issue(records))
     try:
         wait_for(lambda: sms_settled(client, keys), 40, "every SMS to be settled", alive)
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n{explain_unsettled(client, keys, workers, prefix)}") from None
     finally:
         check_sms(client, keys, smsc.received(since=before))
     return records
+
+
+def explain_unsettled(client: redis.Redis, keys: set[str], workers: list[Worker],
+                      prefix: str) -> str:
+    """What a run's workers did with the messages still unsettled: each claim's state and
+    age, the SMS sink's deliveries by outcome per worker, and the lines of every worker log
+    of the run (killed workers' too) that name the message or its alert."""
+    claims = sms_claims(client)
+    lines = []
+    for key in sorted(k for k in keys if claims.get(k, "pending") == "pending"):
+        ttl = client.ttl(SENT_KEY_PREFIX + key)
+        lines.append(f"unsettled {key}: claim {claims.get(key, 'missing')!r}, TTL {ttl} s")
+        alert_id = key.split("/")[0]
+        logs = sorted({w.log for w in workers} | {  # the run's workers: tmp/PREFIX-NAME/
+            p for w in workers for p in w.log.parent.parent.glob(f"{prefix}-*/{w.log.name}")})
+        for log in logs:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            hits = [ln for ln in text.splitlines() if key in ln or alert_id in ln]
+            lines.append(f"  {log}: {len(hits)} lines")
+            lines.extend(f"    {ln[:300]}" for ln in hits[-8:])
+    for w in workers:
+        try:
+            outcomes = {o: w.metric("onemap_sink_deliveries_total", sink="sms", outcome=o)
+                        for o in ("delivered", "duplicate", "retry", "failed")}
+        except OSError as exc:
+            outcomes = {"metrics unavailable": repr(exc)}
+        lines.append(f"worker {w.log}: SMS deliveries {outcomes}")
+    return "\n".join(lines)
