@@ -2,7 +2,8 @@
 
 A series is a list of ``(t, value)`` points (``t`` = epoch seconds of the event time), sorted
 by ``t``, JSON-able (a point is written as a two-item array) so that it can live in the rules'
-changelog. All functions are pure: they return a new list and never look at the wall clock.
+changelog. The functions never look at the wall clock, and change no list they are given,
+except :func:`insert` a list the caller says is its own (``owned``).
 
 New points are tuples: the cyclic garbage collector stops tracking a tuple of floats, while
 it tracks (and scans at every full collection) each two-item list; a worker holds a day of
@@ -87,44 +88,23 @@ def insert(series: Series, t: float, value: float, keep_s: float,
     True
     """
     point = (float(t), float(value))
-    if owned is not None and id(series) in owned:
-        _insert_in_place(series, point, keep_s)
-        return series
-    out = _inserted(series, point, keep_s)
-    if owned is not None:
-        owned[id(out)] = out
-    return out
-
-
-def _inserted(series: Series, point: tuple[float, float], keep_s: float) -> Series:
-    if series and series[-1][0] >= point[0]:  # late (rare): in its place
-        out = list(series)
-        out.insert(bisect.bisect_right(out, point, key=_ITEMS), point)
-        horizon = out[-1][0] - keep_s
-        if out[0][0] >= horizon:
-            return out
-        return out[bisect.bisect_left(out, horizon, key=_TIME):]
-    # in order, the common case: copy only what stays (once; a series is ~300 pairs)
-    horizon = point[0] - keep_s
-    if not series or series[0][0] >= horizon:
-        return [*series, point]
-    # a regular source drops one point as it adds one: look there before bisecting
-    cut = 1 if len(series) > 1 and series[1][0] >= horizon else \
-        bisect.bisect_left(series, horizon, 1, key=_TIME)
-    out = series[cut:]
-    out.append(point)
-    return out
+    if owned is None or id(series) not in owned:
+        series = list(series)
+        if owned is not None:
+            owned[id(series)] = series
+    _insert_in_place(series, point, keep_s)
+    return series
 
 
 def _insert_in_place(series: Series, point: tuple[float, float], keep_s: float) -> None:
-    """:func:`_inserted`'s result, made in ``series`` itself."""
     if series and series[-1][0] >= point[0]:  # late (rare): in its place
         series.insert(bisect.bisect_right(series, point, key=_ITEMS), point)
         horizon = series[-1][0] - keep_s
-    else:
+    else:  # in order, the common case
         series.append(point)
         horizon = point[0] - keep_s
     if series[0][0] < horizon:
+        # a regular source drops one point as it adds one: look there before bisecting
         cut = 1 if series[1][0] >= horizon else bisect.bisect_left(series, horizon, 1,
                                                                     key=_TIME)
         del series[:cut]
