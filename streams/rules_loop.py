@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -41,7 +41,7 @@ from onemap.streams.deadletter import DeadLetter, RawRecord, undecodable
 from onemap.streams.ledger_tail import read_to_end
 from onemap.streams.outbox import Outbox
 from onemap.streams.source_state import assemble, chunk_key, is_chunk_key, split
-from onemap.streams.state_tables import DELETED, MARKER_PREFIX
+from onemap.streams.state_tables import DELETED, MARKER_PREFIX, HeldWrites
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class SourceStateStore:
                  todo, count, time.monotonic() - started)
 
 
-class LoopSourceState(MutableMapping[str, Any]):
+class LoopSourceState(HeldWrites):
     """The rules' per-source state as one batch sees it, over :class:`SourceStateStore`.
 
     The rules read and write one logical value per source (up to 24 h of readings); the
@@ -155,14 +155,18 @@ class LoopSourceState(MutableMapping[str, Any]):
 
     def __init__(self, store: SourceStateStore, partition_of_key: dict[str, int],
                  changed_from: dict[str, float], cache: dict[str, tuple[Any, Any]]) -> None:
+        super().__init__()
         self.store = store
         self.partition_of_key = partition_of_key
         #: the oldest event time each source's readings of this batch may have changed
         self.changed_from = changed_from
         self.cache = cache
-        self.pending: dict[str, Any] = {}
 
-    def _logical(self, key: str, default: Any) -> Any:
+    def _bound(self, key: str) -> bool:
+        return key in self.partition_of_key
+
+    def _stored(self, key: str, default: Any) -> Any:
+        """The logical value of ``key`` in the store, assembled once per head object."""
         head = self.store.get(key)
         if not head:
             return default if head is None else head
@@ -178,24 +182,6 @@ class LoopSourceState(MutableMapping[str, Any]):
         if value is DELETED:
             raise KeyError(key)
         return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.pending:
-            value = self.pending[key]
-            return default if value is DELETED else value
-        return self._logical(key, default)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._check_bound(key)
-        self.pending[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        self._check_bound(key)
-        self.pending[key] = DELETED
-
-    def _check_bound(self, key: str) -> None:
-        if key not in self.partition_of_key:
-            raise KeyError(f"{key!r} is not a source of this batch")
 
     def _stored_form(self, key: str, value: Any) -> list[tuple[str, Any]]:
         """The store records one logical write becomes, in write order: the head first

@@ -1,7 +1,8 @@
-"""A faust stage's state seen through one batch, written after the batch's output.
+"""A stage's state seen through one batch, written after the batch's output.
 
-``EventBoundTable`` is a faust table bound to the events of a batch (the lifecycle stage).
-The rules loop keeps its per-source state itself (streams/rules_loop.py ``LoopSourceState``).
+``HeldWrites`` holds a batch's writes; ``EventBoundTable`` is a faust table bound to the
+events of a batch (the lifecycle stage); the rules loop's ``LoopSourceState``
+(streams/rules_loop.py) is its per-source state over its own store.
 """
 
 from __future__ import annotations
@@ -18,7 +19,37 @@ MARKER_PREFIX = "__marker__:"
 DELETED = object()
 
 
-class EventBoundTable(MutableMapping[str, Any]):
+class HeldWrites(MutableMapping[str, Any]):
+    """A stage's state seen through one batch: writes are held in ``pending`` (reads see
+    them) until the batch's output is out, then written by the subclass; a key may be
+    written only if :meth:`_bound` (it belongs to the batch). ``_stored`` reads what is
+    written already."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] = {}
+
+    def _bound(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def _stored(self, key: str, default: Any) -> Any:
+        raise NotImplementedError
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.pending:
+            value = self.pending[key]
+            return default if value is DELETED else value
+        return self._stored(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not self._bound(key):
+            raise KeyError(f"{key!r} is not bound to a record of this batch")
+        self.pending[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self[key] = DELETED
+
+
+class EventBoundTable(HeldWrites):
     """A faust table seen through the events of one batch, written when the batch is done.
 
     Faust writes a table key to the changelog partition of the *current event*; in a batch
@@ -33,11 +64,17 @@ class EventBoundTable(MutableMapping[str, Any]):
 
     def __init__(self, table: Any, stream: faust.StreamT[bytes],
                  events_by_key: dict[str, EventT[bytes]]) -> None:
+        super().__init__()
         # faust.Stream (the concrete class every agent gets) sets the current event
         self.stream = cast(faust.Stream[bytes], stream)
         self.table = table
         self.events_by_key = events_by_key
-        self.pending: dict[str, Any] = {}
+
+    def _bound(self, key: str) -> bool:
+        return key in self.events_by_key
+
+    def _stored(self, key: str, default: Any) -> Any:
+        return self.table.get(key, default)
 
     def __getitem__(self, key: str) -> Any:
         if key in self.pending:
@@ -45,13 +82,7 @@ class EventBoundTable(MutableMapping[str, Any]):
             if value is DELETED:
                 raise KeyError(key)
             return value
-        return self.table[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.pending:
-            value = self.pending[key]
-            return default if value is DELETED else value
-        return self.table.get(key, default)
+        return self.table[key]  # the table's default for a missing key, as faust gives it
 
     def _as_of(self, event: EventT[bytes]) -> Any:
         """Make ``event`` current for a table write; returns what to restore afterwards
@@ -59,16 +90,6 @@ class EventBoundTable(MutableMapping[str, Any]):
         previous = self.stream.current_event
         self.stream._set_current_event(event)
         return previous
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key not in self.events_by_key:
-            raise KeyError(f"{key!r} is not bound to an event of this batch")
-        self.pending[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        if key not in self.events_by_key:
-            raise KeyError(f"{key!r} is not bound to an event of this batch")
-        self.pending[key] = DELETED
 
     def _write(self, key: str, value: Any) -> None:
         event = self.events_by_key[key]

@@ -17,10 +17,10 @@ def _stored_form(self: Any, key: str, value: Any) -> list[tuple[str, Any]]:
     return [(key, value)]
 
 
-def _logical(self: Any, key: str, default: Any) -> Any:
+def _stored(self: Any, key: str, default: Any) -> Any:
     value = self.store.get(key)
     return default if value is None else value
 
 
 rules_loop.LoopSourceState._stored_form = _stored_form  # type: ignore[method-assign]
-rules_loop.LoopSourceState._logical = _logical  # type: ignore[method-assign]
+rules_loop.LoopSourceState._stored = _stored  # type: ignore[method-assign]
