@@ -754,16 +754,17 @@ def explain_unsettled(client: redis.Redis, keys: set[str], workers: list[Worker]
     age, the SMS sink's deliveries by outcome per worker, and the lines of every worker log
     of the run (killed workers' too) that name the message or its alert."""
     claims = sms_claims(client)
+    logs = sorted({w.log for w in workers} | {  # the run's workers: tmp/PREFIX-NAME/
+        p for w in workers for p in w.log.parent.parent.glob(f"{prefix}-*/{w.log.name}")})
+    log_lines = {log: log.read_text(errors="replace").splitlines() if log.exists() else []
+                 for log in logs}
     lines = []
     for key in sorted(k for k in keys if claims.get(k, "pending") == "pending"):
         ttl = client.ttl(SENT_KEY_PREFIX + key)
         lines.append(f"unsettled {key}: claim {claims.get(key, 'missing')!r}, TTL {ttl} s")
         alert_id = key.split("/")[0]
-        logs = sorted({w.log for w in workers} | {  # the run's workers: tmp/PREFIX-NAME/
-            p for w in workers for p in w.log.parent.parent.glob(f"{prefix}-*/{w.log.name}")})
-        for log in logs:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            hits = [ln for ln in text.splitlines() if key in ln or alert_id in ln]
+        for log, text in log_lines.items():
+            hits = [ln for ln in text if key in ln or alert_id in ln]
             lines.append(f"  {log}: {len(hits)} lines")
             lines.extend(f"    {ln[:300]}" for ln in hits[-8:])
     for w in workers:
