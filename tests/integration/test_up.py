@@ -37,6 +37,9 @@ class Up:
             self.proc = subprocess.Popen(self.argv, env=env, stdout=out,
                                          stderr=subprocess.STDOUT, cwd=tmp)
         self.descendants: dict[int, psutil.Process] = {}
+        #: the command line of each descendant, read when it was first seen (a short-lived
+        #: one may be gone by the time the test looks)
+        self.command_lines: dict[int, str] = {}
 
     @property
     def dashboard(self) -> str:
@@ -48,6 +51,9 @@ class Up:
     def remember_children(self) -> None:
         for child in psutil.Process(self.proc.pid).children(recursive=True):
             self.descendants[child.pid] = child
+            if child.pid not in self.command_lines:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    self.command_lines[child.pid] = " ".join(child.cmdline())
 
     def get(self, url: str) -> str:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -98,7 +104,7 @@ def test_up_shows_alerts_then_stops_every_child_and_starts_again(up_dir: Path) -
         assert "OneMap is up." in up.output()
         assert f"http://127.0.0.1:{up.ports['dashboard']}/" in up.output()
         assert f":{up.ports['metrics']}/metrics" in up.output()
-        names = {" ".join(p.cmdline()) for p in up.descendants.values()}
+        names = set(up.command_lines.values())
         for part in ("tansu", "redis-server", "onemap worker", "onemap dashboard"):
             assert any(part in n for n in names), f"{part} not among children: {names}"
     finally:
