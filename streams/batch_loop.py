@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 #: how long the lag gauge waits for a new partition's position before leaving it out
 POSITION_WAIT_S = 1.0
+#: the largest producer batch (aiokafka's default is 16 KiB). The producer keeps one request
+#: in flight per partition, so a batch's 200-300 KB of output in 16 KiB pieces waited for a
+#: broker round trip per piece; under the broker's default 1 MB record-batch limit
+#: (``message.max.bytes``) with room for the batch header
+MAX_BATCH_BYTES = 1_000_000
 Batch = dict[TopicPartition, list[Any]]
 
 
@@ -95,7 +100,8 @@ class BatchLoop:
             # source lives in one partition number whichever lane its records take)
             partition_assignment_strategy=(RangePartitionAssignor,))
         self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers,
-                                         client_id=self.group, acks="all", linger_ms=5)
+                                         client_id=self.group, acks="all", linger_ms=5,
+                                         max_batch_size=MAX_BATCH_BYTES)
         try:
             await self.producer.start()
             await self.consumer.start()

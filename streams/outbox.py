@@ -92,5 +92,6 @@ class Outbox:
             await self._queue(client, batch, topic, partition)
 
     async def _queue(self, client: Any, batch: Any, topic: str, partition: int) -> None:
+        batch.close()  # complete: sent without waiting out the producer's linger
         future = await client.send_batch(batch, topic, partition=partition)
         future.add_done_callback(self._delivered)
