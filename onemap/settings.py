@@ -73,6 +73,10 @@ class Settings:
     batch_size: int = setting(500, "ONEMAP_BATCH_SIZE", "Records per stage batch.")
     batch_wait_s: float = setting(
         0.05, "ONEMAP_BATCH_WAIT", "Longest wait to fill a batch before processing it anyway.")
+    commit_interval_s: float = setting(
+        0.5, "ONEMAP_COMMIT_INTERVAL",
+        "How often the ingest and rules loops write their held state and commit offsets; "
+        "a killed worker replays up to this much.")
     fetch_max_wait_s: float = setting(
         0.1, "ONEMAP_FETCH_MAX_WAIT",
         "Longest a consumer fetch waits for records; brokers that do not answer early "
@@ -134,6 +138,9 @@ class Settings:
                 f"expected redis://host:port/db, got {self.redis_url!r}", field="ONEMAP_REDIS")
         if self.partitions < 1 or self.batch_size < 1:
             raise ConfigError("partitions and batch size must be at least 1")
+        if not 0 <= self.commit_interval_s <= 60:
+            raise ConfigError(f"expected 0-60 seconds, got {self.commit_interval_s}",
+                              field="ONEMAP_COMMIT_INTERVAL")
         if self.log_format not in ("text", "json"):
             raise ConfigError(
                 f"expected text or json, got {self.log_format!r}", field="ONEMAP_LOG_FORMAT")

@@ -8,8 +8,17 @@ event loop as the faust app (which keeps the low-rate lifecycle and sinks).
 Each turn: take what is fetched (the priority topics' records first: the consumer fetches
 every partition ahead and would otherwise hand out a partition's thousands of buffered
 readings before an incident report fetched with them), let the stage process it into an
-``Outbox``, wait until the broker has it, then commit the batch's offsets. A worker that dies
-in between consumes the batch again: at least once.
+``Outbox`` and queue that for the broker. Every ``commit_interval_s`` (Kafka Streams'
+``commit.interval.ms``), not every turn: wait until the broker has everything queued, let
+the stage write what it held back (the rules' state, :meth:`BatchLoop.seal`), wait again,
+then commit the offsets of all turns since the last commit. A worker that dies in between
+consumes those turns' records again: at least once, as with a commit per turn, only with up
+to an interval's records to replay; a state record written once per interval instead of once
+per turn is most of what the interval buys.
+
+A rebalance (revoking partitions) drops what was held back: the new assignment starts every
+partition at its committed offset, so the dropped turns' records come again, and a turn
+that was under way when it happened is not kept either (``generation``).
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: how long the lag gauge waits for a new partition's position before leaving it out
 POSITION_WAIT_S = 1.0
+#: how long a stopping loop waits to commit what it holds before leaving it to be replayed
+STOP_COMMIT_S = 10.0
 #: the largest producer batch (aiokafka's default is 16 KiB). The producer keeps one request
 #: in flight per partition, so a batch's 200-300 KB of output in 16 KiB pieces waited for a
 #: broker round trip per piece; under the broker's default 1 MB record-batch limit
@@ -57,6 +68,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         for tp in revoked:  # should one come back, its offset is read again
             self.loop.committed.pop(tp, None)
+        self.loop.drop_held()
         await self.loop.revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -79,6 +91,14 @@ class BatchLoop:
         self.producer: AIOKafkaProducer | None = None
         #: this worker's committed offsets per assigned partition (for the lag gauge)
         self.committed: dict[TopicPartition, int] = {}
+        #: the offsets to commit at the next commit (turns processed since the last one)
+        self.held: dict[TopicPartition, int] = {}
+        #: counts revocations; a turn or commit that saw it change keeps nothing
+        self.generation = 0
+        self._turn_generation = 0
+        #: a turn's output is being queued: what is held is not complete yet
+        self._partial = False
+        self._committed_at = time.monotonic()
         self._partitions: PartitionCache = {}
 
     @property
@@ -113,8 +133,16 @@ class BatchLoop:
             await asyncio.shield(self._stop())
 
     async def _stop(self) -> None:
-        """Leave the group at once (its partitions go to the others without waiting for
-        the session to time out) and deliver what is queued."""
+        """Commit what is held if the last turn finished, then leave the group at once (its
+        partitions go to the others without waiting for the session to time out) and
+        deliver what is queued."""
+        if self.held and not self._partial and self.consumer and self.producer:
+            try:
+                await asyncio.wait_for(self.commit(self.consumer, self.producer),
+                                       STOP_COMMIT_S)
+            except Exception:  # stopping anyway: those records come again
+                log.warning("%s loop: the last offsets were not committed, their records "
+                            "will be consumed again", self.name, exc_info=True)
         for part in (self.consumer, self.producer):
             if part is not None:
                 try:
@@ -138,9 +166,28 @@ class BatchLoop:
         """Each turn, records or not (timers of the stage)."""
 
     async def process(self, batch: Batch, out: Outbox, producer: AIOKafkaProducer) -> int:
-        """One batch into ``out``; returns the records produced. The loop sends ``out``,
-        flushes and commits afterwards."""
+        """One batch into ``out``; returns the records produced. The loop sends ``out``;
+        it flushes and commits at the next commit. A stage that holds writes back must not
+        make them once :meth:`current` is false, nor await after making them."""
         raise NotImplementedError
+
+    def seal(self, out: Outbox) -> None:
+        """At a commit, once every turn's output is delivered: what the stage held back
+        into ``out`` (delivered before the offsets are committed)."""
+
+    def drop(self) -> None:
+        """A rebalance: forget what was held back for the next commit."""
+
+    # -- held back until the next commit ----------------------------------------------------
+
+    def current(self) -> bool:
+        """No revocation since this turn began (what it processes may be kept)."""
+        return self.generation == self._turn_generation
+
+    def drop_held(self) -> None:
+        self.generation += 1
+        self.held.clear()
+        self.drop()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -164,36 +211,56 @@ class BatchLoop:
 
     async def turn(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         batch = await self.fetch(consumer)
+        # the fetch may have spanned a rebalance: its records are the new assignment's
+        self._turn_generation = self.generation
         await self.idle(producer)
-        if not batch:
-            return
-        started = time.perf_counter()
+        if batch:
+            started = time.perf_counter()
+            out = self.outbox(producer)
+            self._partial = True
+            produced = await self.process(batch, out, producer)
+            if self.current():
+                self.held.update(next_offsets(batch))
+            await out.send()
+            self._partial = False
+            self.m.records_out.labels(self.name).inc(produced)
+            self.m.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
+        if (self.held and time.monotonic() - self._committed_at
+                >= self.ctx.settings.commit_interval_s):
+            await self.commit(consumer, producer)
+
+    async def commit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """Everything queued delivered, then what the stage held back, then the offsets."""
+        generation = self.generation
+        await producer.flush()
+        if generation != self.generation:
+            return  # revoked meanwhile: what was held is dropped, the records come again
         out = self.outbox(producer)
-        produced = await self.process(batch, out, producer)
+        self.seal(out)
+        offsets, self.held = self.held, {}
+        self._committed_at = time.monotonic()
         await out.send()
         await producer.flush()
-        offsets = next_offsets(batch)
         try:
             await consumer.commit(offsets)
         except CommitFailedError as exc:  # a rebalance took the partitions meanwhile
             self.m.broker_errors.labels("commit").inc()
-            log.warning("%s offsets not committed, the batch may come again: %r",
+            log.warning("%s offsets not committed, their records may come again: %r",
                         self.name, exc)
         else:
             self.committed.update(offsets)
-        self.m.records_out.labels(self.name).inc(produced)
-        self.m.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
 
     async def lag(self) -> dict[tuple[str, int], int]:
-        """Records left per assigned partition: the broker's end - committed (the
-        consumer's position where this worker has committed nothing yet)."""
+        """Records left per assigned partition: the broker's end - processed (offsets held
+        for the next commit, else committed, else the consumer's position where this worker
+        has processed nothing yet), so the gauge does not follow the commit interval."""
         consumer = self.consumer
         if consumer is None:
             return {}
         committed: dict[tuple[str, int], int] = {}
         by_key: dict[tuple[str, int], TopicPartition] = {}
         for tp in consumer.assignment():
-            offset: int | None = self.committed.get(tp)
+            offset: int | None = self.held.get(tp, self.committed.get(tp))
             if offset is None:  # known once the first fetch for it was made
                 try:
                     offset = await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_S)

@@ -9,10 +9,13 @@ the same changelog topic, in the same format (JSON keys and values, one changelo
 per observations partition number), so an upgraded deployment keeps its windows.
 
 A batch: restore any partition not restored yet; decode; ``RulesStage.process`` over the
-state; hazards and dead letters out and flushed; *then* the state's changed records (one
-``Outbox`` batch per changelog partition); then the offsets. A worker that dies before the
-state is written consumes the batch again and re-issues its hazards under the same ids (the
-lifecycle stage and the sinks are idempotent on them); the other order would lose them.
+state; hazards and dead letters queued. The state's writes are held (reads see them) until
+the loop's next commit (``commit_interval_s``): then every turn's hazards are delivered
+first, *then* the state's changed records (one ``Outbox`` batch per changelog partition),
+then the offsets. A worker that dies before the state is written consumes those turns'
+records again and re-issues their hazards under the same ids (the lifecycle stage and the
+sinks are idempotent on them); the other order would lose them. Holding the writes across
+turns writes a source's head once per interval instead of once per turn.
 
 Restoring reads the changelog partitions from the start to their end (as the ledger is read
 back: until every fetch has answered up to the end, since the embedded broker's end offsets
@@ -137,7 +140,8 @@ class SourceStateStore:
 
 
 class LoopSourceState(HeldWrites):
-    """The rules' per-source state as one batch sees it, over :class:`SourceStateStore`.
+    """The rules' per-source state as the turns since the last commit see it, over
+    :class:`SourceStateStore`.
 
     The rules read and write one logical value per source (up to 24 h of readings); the
     store holds it as a small head plus hourly chunks (streams/source_state.py), so that a
@@ -146,11 +150,11 @@ class LoopSourceState(HeldWrites):
     same head object: a restore or another write replaces that object.
 
     Writes are held (reads see them) until :meth:`seal_into`, which the loop calls after the
-    batch's output is flushed: if the worker dies before, the batch is consumed again and its
-    hazards re-issued under the same ids; were the state written first, the second run would
-    find the batch already applied and its hazards would be lost. A source's records go to
-    the changelog partition of its observations' partition (``partition_of_key``), so state
-    recovers with the records that change it.
+    turns' output is flushed: if the worker dies before, the turns' records are consumed
+    again and their hazards re-issued under the same ids; were the state written first, the
+    second run would find them already applied and their hazards would be lost. A source's
+    records go to the changelog partition of its observations' partition
+    (``partition_of_key``), so state recovers with the records that change it.
     """
 
     def __init__(self, store: SourceStateStore, partition_of_key: dict[str, int],
@@ -158,9 +162,19 @@ class LoopSourceState(HeldWrites):
         super().__init__()
         self.store = store
         self.partition_of_key = partition_of_key
-        #: the oldest event time each source's readings of this batch may have changed
+        #: the oldest event time each source's readings since the last seal may have changed
         self.changed_from = changed_from
         self.cache = cache
+
+    def bind(self, observations: Iterable[tuple[Observation, Any]]) -> None:
+        """A turn's (observation, record) pairs: their sources may be written, to their
+        records' partitions; each source's oldest reading bounds what changed."""
+        partition_of_key, changed_from = self.partition_of_key, self.changed_from
+        for o, r in observations:
+            key, t = state_key(o), o.observed_at.timestamp()
+            partition_of_key[key] = r.partition
+            if t < changed_from.get(key, t + 1.0):
+                changed_from[key] = t
 
     def _bound(self, key: str) -> bool:
         return key in self.partition_of_key
@@ -207,6 +221,8 @@ class LoopSourceState(HeldWrites):
             for table_key, stored in self._stored_form(key, value):
                 self.store.write(partition, table_key, stored, out)
         self.pending.clear()
+        self.partition_of_key.clear()
+        self.changed_from.clear()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.store)
@@ -228,7 +244,18 @@ class RulesLoop(BatchLoop):
         self.store = SourceStateStore(changelog_topic(ctx.settings.app_id))
         #: the logical per-source values assembled from the store (LoopSourceState)
         self.cache: dict[str, tuple[Any, Any]] = {}
+        #: the state as the turns since the last commit left it (writes held until then)
+        self.state = self._new_state()
         self._silence_checked = time.monotonic()
+
+    def _new_state(self) -> LoopSourceState:
+        return LoopSourceState(self.store, {}, {}, self.cache)
+
+    def seal(self, out: Outbox) -> None:
+        self.state.seal_into(out)
+
+    def drop(self) -> None:
+        self.state = self._new_state()
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         numbers = {tp.partition for tp in partitions}
@@ -255,6 +282,8 @@ class RulesLoop(BatchLoop):
     async def process(self, batch: Batch, out: Outbox, producer: AIOKafkaProducer) -> int:
         await self.store.restore(self.ctx.settings.bootstrap_servers,
                                  {tp.partition for tp in batch})
+        if not self.current():
+            return 0  # revoked while restoring: these records come again
         now = self.ctx.now()
         decoded: list[tuple[Observation, Any]] = []
         for records in batch.values():
@@ -265,14 +294,8 @@ class RulesLoop(BatchLoop):
                     dl = undecodable(RawRecord.of(r), "rules", exc)
                     self.m.dead_letters.labels("internal", "undecodable").inc()
                     out.add(self.deadletter_topic, r.key, dl.to_json(now))
-        changed_from: dict[str, float] = {}  # the oldest reading of each source
-        partition_of_key: dict[str, int] = {}  # the partition of each source's records
-        for o, r in decoded:
-            key, t = state_key(o), o.observed_at.timestamp()
-            partition_of_key[key] = r.partition
-            if t < changed_from.get(key, t + 1.0):
-                changed_from[key] = t
-        state = LoopSourceState(self.store, partition_of_key, changed_from, self.cache)
+        state = self.state
+        state.bind(decoded)
         result = self.ctx.rules.process([o for o, _ in decoded], state,
                                         self.ctx.rulebook.current)
         record_of = {id(o): r for o, r in decoded}  # the exact record, for its bytes
@@ -287,8 +310,5 @@ class RulesLoop(BatchLoop):
                 self.m.rule_decisions.labels(decision.value).inc(count)
         for hazard in result.hazards:
             out.add(self.hazards_topic, rank_area(hazard.place).encode(), hazard.to_json())
-        # the output delivered first, then the state (module docstring)
-        await out.send()
-        await producer.flush()
-        state.seal_into(out)
+        # the state waits for the next commit, after the output (module docstring)
         return len(result.hazards)
