@@ -87,6 +87,22 @@ _PLACE_KEYS = [f.name for f in dataclasses.fields(Place)]
 #: the Places decoded so far, by their dict's values in field order (Place.from_dict)
 _PLACES: dict[tuple[Any, ...], Place] = {}
 _PLACES_MAX = 100_000
+#: id(place) -> (place, its JSON): the place is kept so that its id cannot be reused
+_PLACE_JSON: dict[int, tuple[Place, orjson.Fragment]] = {}
+
+
+def place_json(place: Place) -> orjson.Fragment:
+    """``place.to_dict()`` as JSON, encoded once per Place object: every observation carries
+    its place (eight codes and names, half of its bytes), and the locator and the decoder
+    hand out the same few thousand Place objects again and again."""
+    found = _PLACE_JSON.get(id(place))
+    if found is not None and found[0] is place:
+        return found[1]
+    if len(_PLACE_JSON) >= _PLACES_MAX:
+        _PLACE_JSON.clear()
+    fragment = orjson.Fragment(orjson.dumps(place.to_dict()))
+    _PLACE_JSON[id(place)] = (place, fragment)
+    return fragment
 OUT_OF_AREA = Place()
 
 
@@ -113,19 +129,19 @@ class Observation:
         return dumps({
             "feed": self.feed, "source_id": self.source_id, "source_kind": self.source_kind,
             "observed_at": self.observed_at.isoformat(), "lon": self.lon, "lat": self.lat,
-            "place": self.place.to_dict(), "values": self.values, "exercise": self.exercise,
+            "place": place_json(self.place), "values": self.values, "exercise": self.exercise,
             "attrs": self.attrs,
         })
 
     @classmethod
     def from_json(cls, raw: bytes) -> Observation:
         d = loads(raw)
-        return cls(
-            feed=d["feed"], source_id=d["source_id"], source_kind=d["source_kind"],
-            observed_at=datetime.fromisoformat(d["observed_at"]), lon=d["lon"], lat=d["lat"],
-            place=Place.from_dict(d["place"]), values=d["values"], exercise=d["exercise"],
-            attrs=d.get("attrs", {}),
-        )
+        # positional, in field order: a frozen dataclass's keyword call costs twice as much,
+        # and every reading is decoded here
+        return cls(d["feed"], d["source_id"], d["source_kind"],
+                   datetime.fromisoformat(d["observed_at"]), d["lon"], d["lat"],
+                   Place.from_dict(d["place"]), d["values"], d["exercise"],
+                   d.get("attrs", {}))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

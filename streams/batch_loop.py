@@ -228,6 +228,10 @@ class BatchLoop:
         if (self.held and time.monotonic() - self._committed_at
                 >= self.ctx.settings.commit_interval_s):
             await self.commit(consumer, producer)
+        # a fetch from records already buffered and a send with room in the producer do not
+        # suspend: without this, a loop with a backlog would keep the event loop from the
+        # worker's other stages for turn after turn until its next commit
+        await asyncio.sleep(0)
 
     async def commit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """Everything queued delivered, then what the stage held back, then the offsets."""
