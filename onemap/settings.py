@@ -73,6 +73,10 @@ class Settings:
     batch_size: int = setting(500, "ONEMAP_BATCH_SIZE", "Records per stage batch.")
     batch_wait_s: float = setting(
         0.05, "ONEMAP_BATCH_WAIT", "Longest wait to fill a batch before processing it anyway.")
+    batch_linger_s: float = setting(
+        0.01, "ONEMAP_BATCH_LINGER",
+        "After a batch smaller than the batch size, how long a loop lets records gather "
+        "before its next turn (Kafka's linger.ms); at most ONEMAP_BATCH_WAIT.")
     commit_interval_s: float = setting(
         0.5, "ONEMAP_COMMIT_INTERVAL",
         "How often the ingest and rules loops write their held state and commit offsets; "
@@ -138,6 +142,9 @@ class Settings:
                 f"expected redis://host:port/db, got {self.redis_url!r}", field="ONEMAP_REDIS")
         if self.partitions < 1 or self.batch_size < 1:
             raise ConfigError("partitions and batch size must be at least 1")
+        if not 0 <= self.batch_linger_s <= 1:
+            raise ConfigError(f"expected 0-1 seconds, got {self.batch_linger_s}",
+                              field="ONEMAP_BATCH_LINGER")
         if not 0 <= self.commit_interval_s <= 60:
             raise ConfigError(f"expected 0-60 seconds, got {self.commit_interval_s}",
                               field="ONEMAP_COMMIT_INTERVAL")

@@ -211,6 +211,7 @@ class BatchLoop:
 
     async def turn(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         batch = await self.fetch(consumer)
+        fetched = time.monotonic()
         # the fetch may have spanned a rebalance: its records are the new assignment's
         self._turn_generation = self.generation
         await self.idle(producer)
@@ -228,10 +229,22 @@ class BatchLoop:
         if (self.held and time.monotonic() - self._committed_at
                 >= self.ctx.settings.commit_interval_s):
             await self.commit(consumer, producer)
-        # a fetch from records already buffered and a send with room in the producer do not
-        # suspend: without this, a loop with a backlog would keep the event loop from the
-        # worker's other stages for turn after turn until its next commit
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.linger(batch, fetched))
+
+    def linger(self, batch: Batch, fetched: float) -> float:
+        """How long to let records gather before the next turn. A fetch hands over whatever
+        is buffered, however little, so at a moderate rate turns would carry a few records
+        each and cost their overhead (a produce request per partition, ...) per few
+        records: after a short batch, the next turn starts ``batch_linger_s`` (at most
+        ``batch_wait_s``) after this one's fetch (Kafka's ``linger.ms``). Otherwise 0,
+        which still yields: a fetch from buffered records and a send with room in the
+        producer do not suspend, and a loop with a backlog would keep the worker's other
+        stages waiting until its commit."""
+        s = self.ctx.settings
+        if not batch or sum(map(len, batch.values())) >= s.batch_size:
+            return 0.0
+        linger = min(s.batch_linger_s, s.batch_wait_s)
+        return max(0.0, linger - (time.monotonic() - fetched))
 
     async def commit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """Everything queued delivered, then what the stage held back, then the offsets."""
