@@ -1,12 +1,19 @@
-"""The ingest loop's pure parts: a fetched batch as records per feed, and what to commit."""
+"""The batch loops' pure parts: a fetched batch as records per feed, what to commit, how long
+to linger after a short batch."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import time
+from types import SimpleNamespace
+from typing import NamedTuple, cast
 
+import pytest
 from aiokafka import TopicPartition
 
-from onemap.streams.batch_loop import next_offsets
+from onemap.errors import ConfigError
+from onemap.settings import Settings
+from onemap.streams.batch_loop import BatchLoop, next_offsets
+from onemap.streams.context import WorkerContext
 from onemap.streams.ingest_loop import by_feed
 
 
@@ -44,3 +51,31 @@ def test_a_tombstone_becomes_an_empty_record_for_the_dead_letters() -> None:
 def test_commit_one_past_each_partitions_last_record() -> None:
     a, b = TopicPartition("t", 0), TopicPartition("t", 1)
     assert next_offsets({a: fetched("t", 0, range(10, 13)), b: []}) == {a: 13}
+
+
+def loop_with(**settings: str) -> BatchLoop:
+    ctx = SimpleNamespace(settings=Settings.from_env(settings), metrics=None)
+    return BatchLoop(cast(WorkerContext, ctx), ["p.in.water"])
+
+
+def test_a_short_batch_lingers_a_full_or_empty_one_does_not() -> None:
+    loop = loop_with(ONEMAP_BATCH_SIZE="4", ONEMAP_BATCH_LINGER="0.02")
+    tp = TopicPartition("p.in.water", 0)
+    now = time.monotonic()
+    assert loop.linger({tp: fetched("p.in.water", 0, range(4))}, now) == 0.0
+    assert loop.linger({}, now) == 0.0
+    short = {tp: fetched("p.in.water", 0, range(2))}
+    assert 0.015 < loop.linger(short, now) <= 0.02
+    assert loop.linger(short, now - 0.05) == 0.0  # the turn itself took longer
+
+
+def test_the_linger_is_at_most_the_batch_wait() -> None:
+    loop = loop_with(ONEMAP_BATCH_LINGER="0.5", ONEMAP_BATCH_WAIT="0.005")
+    short = {TopicPartition("p.in.water", 0): fetched("p.in.water", 0, range(1))}
+    assert loop.linger(short, time.monotonic()) <= 0.005
+
+
+def test_a_linger_out_of_range_fails_at_start_up_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as failed:
+        Settings.from_env({"ONEMAP_BATCH_LINGER": "5"})
+    assert failed.value.field == "ONEMAP_BATCH_LINGER"
