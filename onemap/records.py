@@ -87,6 +87,7 @@ _PLACE_KEYS = [f.name for f in dataclasses.fields(Place)]
 #: the Places decoded so far, by their dict's values in field order (Place.from_dict)
 _PLACES: dict[tuple[Any, ...], Place] = {}
 _PLACES_MAX = 100_000
+OUT_OF_AREA = Place()
 #: id(place) -> (place, its JSON): the place is kept so that its id cannot be reused
 _PLACE_JSON: dict[int, tuple[Place, orjson.Fragment]] = {}
 
@@ -103,7 +104,6 @@ def place_json(place: Place) -> orjson.Fragment:
     fragment = orjson.Fragment(orjson.dumps(place.to_dict()))
     _PLACE_JSON[id(place)] = (place, fragment)
     return fragment
-OUT_OF_AREA = Place()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

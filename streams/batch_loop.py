@@ -274,7 +274,7 @@ class BatchLoop:
         consumer = self.consumer
         if consumer is None:
             return {}
-        committed: dict[tuple[str, int], int] = {}
+        processed: dict[tuple[str, int], int] = {}
         by_key: dict[tuple[str, int], TopicPartition] = {}
         for tp in consumer.assignment():
             offset: int | None = self.held.get(tp, self.committed.get(tp))
@@ -285,7 +285,7 @@ class BatchLoop:
                     continue
             if offset is None:
                 continue
-            committed[(tp.topic, tp.partition)] = offset
+            processed[(tp.topic, tp.partition)] = offset
             by_key[(tp.topic, tp.partition)] = tp
         return consumer_lag(by_key, self.topics,
-                            lambda k: consumer.highwater(by_key[k]), committed.get)
+                            lambda k: consumer.highwater(by_key[k]), processed.get)
