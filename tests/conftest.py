@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -41,6 +42,33 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+#: the tests that start workers, ``onemap up`` and broker restarts (one xdist work unit)
+WORKER_TESTS = "tests/integration/"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (``./scripts/test`` runs two processes): every test file is a unit
+    of work (its module fixtures are set up once), except that ``tests/integration`` is
+    one unit, handed out first: its tests run one after another on one process, as in a
+    plain run (two of them at once on two cores would starve each other's deadlines), while
+    the other process works through the rest. (xdist's ``loadgroup`` marks would say the
+    same, but xdist 3.8 names the group in ``item._nodeid``, which pytest 9.2 no longer
+    reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkerTestsFirst(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return WORKER_TESTS if nodeid.startswith(WORKER_TESTS) \
+                else nodeid.split("::", 1)[0]
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if WORKER_TESTS in self.workqueue:
+                self.workqueue.move_to_end(WORKER_TESTS, last=False)
+            super()._assign_work_unit(node)
+
+    return WorkerTestsFirst(config, log)
 
 
 @pytest.fixture(scope="session")
