@@ -795,10 +795,11 @@ def plan_for(quick: bool) -> Plan:
 
 async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, plan: Plan,
                     alert_fraction: float, broker_pid: int, profile: bool,
-                    prelude: Path | None, say: Callable[[str], None]) -> dict[str, Any]:
+                    prelude: Path | None, say: Callable[[str], None],
+                    profile_rate: float | None = None) -> dict[str, Any]:
     """Start ``size`` workers in a new group; warm up; capacity; rate steps. With
     ``profile`` the first worker runs under the sampler and its profile covers the capacity
-    drain."""
+    drain, or the rate step at ``profile_rate`` if given."""
     from onemap.embedded import free_port, stop
     prefix = f"bp{size}w{int(time.time()) % 100_000}"
     workers: list[WorkerProc] = []
@@ -823,28 +824,38 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                 f"{warm['records_per_s']:,.0f} rec/s in {warm['elapsed_s']:.0f} s")
             backlog = int(min(plan.max_backlog, max(plan.min_backlog,
                                                     plan.drain_s * warm["records_per_s"])))
-            if profile:
-                profile_out.with_suffix(".reset").touch()  # profile the drain only
-                await asyncio.sleep(0.1)
+            drain_profiled = profile and profile_rate is None
+            if drain_profiled:
+                await _profile_from(profile_out)
             cap = await drain(driver, group, backlog, expected_rate=warm["records_per_s"],
                               broker_pid=broker_pid)
-            if profile:
-                await asyncio.sleep(1.5)  # the sampler's next dump
-                out["profile"] = {**json.loads(profile_out.read_text()), "drain": cap}
+            if drain_profiled:
+                out["profile"] = {**await _profile_read(profile_out), "drain": cap,
+                                  "during": f"the capacity drain of {backlog:,} records"}
             capacity = float(cap["steady_records_per_s"] or cap["records_per_s"])
             say(f"  capacity (drain of {backlog:,}): {capacity:,.0f} rec/s steady, "
                 f"{cap['records_per_cpu_s'] or 0:,.0f} per worker CPU-second, "
                 f"worker CPU {cap['worker_cpu_s']} s in {cap['elapsed_s']} s, load "
                 f"{cap['loadavg']}")
             rates = sorted({*plan.rates, *(float(max(10.0, round(f * capacity, -1)))
-                                           for f in (0.5, 0.8))}) if plan.steps else []
+                                           for f in (0.5, 0.8)),
+                            *([profile_rate] if profile_rate else [])}) if plan.steps else []
             steps: list[dict[str, Any]] = []
             for rate in rates:
                 if rate > 1.2 * capacity:
                     say(f"  {rate:,.0f} rec/s: above the measured capacity, not run")
                     steps.append({"rate": rate, "skipped": "above the measured capacity"})
                     continue
+                step_profiled = profile and rate == profile_rate
+                if step_profiled:
+                    await _profile_from(profile_out)
                 step = await rate_step(driver, group, rate, plan.step_s, capacity)
+                if step_profiled:
+                    out["profile"] = {
+                        **await _profile_read(profile_out),
+                        "drain": {"records_per_s": step["achieved_rate"]},
+                        "during": f"{plan.step_s:.0f} s at {rate:,.0f} rec/s offered "
+                                  f"(worker CPU {step['worker_cpu_share']:.0%} of a core)"}
                 steps.append(step)
                 say(f"  {rate:,.0f} rec/s: achieved {step['achieved_rate']:,.0f}, backlog "
                     f"growth {step['backlog_growth_per_s']:+,.0f}/s "
@@ -857,6 +868,18 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
         return out
     finally:
         stop([w.proc for w in workers])
+
+
+async def _profile_from(profile_out: Path) -> None:
+    """The sampler's tallies start again now (the profile covers what follows)."""
+    profile_out.with_suffix(".reset").touch()
+    await asyncio.sleep(0.1)
+
+
+async def _profile_read(profile_out: Path) -> dict[str, Any]:
+    await asyncio.sleep(1.5)  # the sampler's next dump
+    prof: dict[str, Any] = json.loads(profile_out.read_text())
+    return prof
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -939,8 +962,10 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['measured']} | {t['verdict']} |")
     prof = next((g["profile"] for g in res["groups"] if "profile" in g), None)
     if prof:
+        during = prof.get("during") or f"the capacity drain of {prof['drain']['backlog']:,} " \
+            "records"
         lines += ["", "## Where a worker's time goes (sampling profile of the first worker "
-                  f"during the capacity drain of {prof['drain']['backlog']:,} records)", ""]
+                  f"during {during})", ""]
         lines += profile_markdown(prof)
     return "\n".join(lines) + "\n"
 
@@ -1018,6 +1043,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                        "alert_fraction": args.alert_fraction, "step_s": STEP_S,
                        "prelude": str(args.prelude) if args.prelude else None,
                        "capacity_only": args.capacity_only,
+                       "profile_rate": args.profile_rate,
                        "partitions": PARTITIONS}
     say(f"pipeline benchmark: {res['machine']['cpu_count']} CPUs, load {res['loadavg_start']}")
     with tempfile.TemporaryDirectory(prefix="onemap-bench-pipeline-") as d:
@@ -1039,7 +1065,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     size, bootstrap, redis_url, tmp=tmp, plan=plan,
                     alert_fraction=args.alert_fraction, broker_pid=broker.pid,
                     profile=args.profile and size == sizes[0], prelude=args.prelude,
-                    say=say))
+                    say=say, profile_rate=args.profile_rate))
         finally:
             stop([broker, redis_proc])
     res["loadavg_end"] = loadavg()
@@ -1065,8 +1091,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="warm-up and capacity drain only, no rate steps (A/B runs)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="run the sampling profile (default: on unless --quick)")
+    parser.add_argument("--profile-rate", type=float,
+                        help="profile the rate step at this many records/s (added to the "
+                        "steps) instead of the capacity drain")
     args = parser.parse_args(argv)
     args.workers = args.workers or ("1" if args.quick else "1,2")
+    if args.profile_rate is not None:
+        if args.capacity_only or args.profile is False:
+            parser.error("--profile-rate profiles a rate step: not with --capacity-only or "
+                         "--no-profile")
+        args.profile = True
     if args.profile is None:
         args.profile = not args.quick
     res = asyncio.run(run(args))

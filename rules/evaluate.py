@@ -262,6 +262,9 @@ class RulesStage:
         #: the series lists the batch in progress made (windows.insert changes these in
         #: place); None outside :meth:`process`
         self.owned: Owned | None = None
+        #: the source states the batch in progress made, by id (changed in place by the
+        #: batch's later readings of the source, like ``owned``); None outside :meth:`process`
+        self.owned_states: dict[int, dict[str, Any]] | None = None
 
     def _entry(self, feed: str, source_id: str) -> Any:
         """The registry entry of a registered source (None for incidents, CAP, unknowns)."""
@@ -352,12 +355,14 @@ class RulesStage:
     ) -> RulesResult:
         result = RulesResult()
         self.owned = {}
+        self.owned_states = {}
         try:
             for obs in sorted(observations, key=lambda o: o.observed_at):
                 decision = self.evaluate(obs, state, rules, result)
                 result.decisions[decision] += 1
         finally:
             self.owned = None
+            self.owned_states = None
         return result
 
     def evaluate(self, obs: Observation, state: MutableMapping[str, Any], rules: RuleBook,
@@ -368,9 +373,7 @@ class RulesStage:
             return Decision.NO_RULE
         entry, source_name = source
         key = state_key(obs)
-        st = _copy_state(state.get(key)) or {
-            "newest": None, "seen": {}, "series": {}, "latest": None, "levels": {},
-            "below_since": {}, "accum": None}
+        st = self._writable(state.get(key))
         t = obs.observed_at.timestamp()
         lateness = rules.pipeline.lateness_s
         # Duplicates and lateness are judged per sensor stream: a hazard point's GNSS and rain
@@ -398,6 +401,21 @@ class RulesStage:
         if changed:
             return Decision.LEVEL_CHANGED
         return Decision.LATE_APPLIED if arrival == Arrival.LATE else Decision.UNCHANGED
+
+    def _writable(self, stored: dict[str, Any] | None) -> dict[str, Any]:
+        """The source's state to change: ``stored`` itself if this batch made it, else a
+        copy (:func:`_copy_state`; a new state for a new source) that the batch's later
+        readings of the source change in place. A state held before the batch is never
+        changed: a batch that fails leaves it as it was."""
+        owned = self.owned_states
+        if stored is not None and owned is not None and id(stored) in owned:
+            return stored
+        st = _copy_state(stored) or {
+            "newest": None, "seen": {}, "series": {}, "latest": None, "levels": {},
+            "below_since": {}, "accum": None}
+        if owned is not None:
+            owned[id(st)] = st
+        return st
 
     def _record(self, obs: Observation, st: dict[str, Any], *, key: str, t: float,
                 arrival: Arrival, entry: Any, source_name: str, rules: RuleBook,

@@ -22,15 +22,34 @@ class RainstormRule(RuleFile):
     rule: Literal["rainstorm"]
     levels: Annotated[dict[str, RainBound], AfterValidator(require_four_colours)]
 
-    # (not cached: a cached property survives pydantic's model_copy(update=...) unchanged)
+    # (not cached on the model: a cached property survives pydantic's model_copy(update=...)
+    # unchanged; _rain_bounds caches per model object instead)
     @property
     def longest_window_s(self) -> float:
-        return max([b.window_h for b in self.levels.values()]) * 3600.0
+        return _rain_bounds(self)[0]
 
     @property
     def lowest_mm(self) -> float:
         """The smallest rainfall bound of any colour."""
-        return min([b.rain_mm for b in self.levels.values()])
+        return _rain_bounds(self)[1]
+
+
+#: id(rule) -> (rule, its longest window in s, its lowest bound in mm): read for every
+#: reading (two list scans were ~4 % of the rules stage). The rule is kept so that its id
+#: is not reused; a changed rule is a new model object (frozen; model_copy makes a new one),
+#: so it gets an entry of its own.
+_RAIN_BOUNDS: dict[int, tuple[RainstormRule, float, float]] = {}
+
+
+def _rain_bounds(rule: RainstormRule) -> tuple[float, float]:
+    found = _RAIN_BOUNDS.get(id(rule))
+    if found is None or found[0] is not rule:
+        if len(_RAIN_BOUNDS) >= 64:  # rule reloads: a few a day
+            _RAIN_BOUNDS.clear()
+        found = _RAIN_BOUNDS[id(rule)] = (
+            rule, max([b.window_h for b in rule.levels.values()]) * 3600.0,
+            min([b.rain_mm for b in rule.levels.values()]))
+    return found[1], found[2]
 
 
 class WindBound(StrictModel):

@@ -196,8 +196,10 @@ def window_max(series: Series, end: float, seconds: float) -> float | None:
     >>> window_max([[0.0, 5.0]], 1200.0, 600.0) is None
     True
     """
-    lo = bisect.bisect_left(series, end - seconds, key=_TIME)
-    hi = bisect.bisect_right(series, end, key=_TIME)
+    n = len(series)
+    # the common case, a window that ends at the newest point (or after it): one bisection
+    hi = n if n and series[-1][0] <= end else bisect.bisect_right(series, end, key=_TIME)
+    lo = bisect.bisect_left(series, end - seconds, 0, hi, key=_TIME)
     return max(map(_VALUE, series[lo:hi])) if hi > lo else None
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from onemap.records import dumps
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: see onemap.records.Observation
 class RawRecord:
     """A record as consumed from Kafka, with where it came from."""
 

@@ -38,7 +38,15 @@ from onemap.rules.weather import (
     wind_level,
     wind_reached,
 )
-from onemap.rules.windows import Owned, Series, SumBound, carry_bound, insert, window_sum
+from onemap.rules.windows import (
+    Owned,
+    Series,
+    SumBound,
+    carry_bound,
+    insert,
+    window_max,
+    window_sum,
+)
 from onemap.streams.deadletter import RawRecord
 from onemap.streams.ingest import IngestStage
 
@@ -77,6 +85,17 @@ def test_insert_equals_the_list_comparing_version(ts: list[int], t: int, v: int,
     # new points are tuples, restored ones lists: a series may hold both
     mixed: Series = [tuple(p) if i % 2 else p for i, p in enumerate(series)]
     assert _items(insert(mixed, t, v, keep)) == expected
+
+
+@given(st.lists(st.integers(0, 40), max_size=20), st.integers(-5, 60), st.integers(0, 45))
+@settings(max_examples=400, deadline=None)
+def test_window_max_is_the_largest_value_in_its_window(ts: list[int], end: int,
+                                                       seconds: int) -> None:
+    # windows of a few points (read from the end) and of more than window_max reads so
+    # (bisected), ending after, at and before the newest point
+    series: Series = sorted((float(x), float((i * 7) % 5)) for i, x in enumerate(ts))
+    inside = [v for t, v in series if end - seconds <= t <= end]
+    assert window_max(series, end, seconds) == (max(inside) if inside else None)
 
 
 @given(st.lists(st.lists(st.tuples(st.integers(-5, 60), st.integers(0, 3)), max_size=6),
@@ -248,17 +267,66 @@ def test_what_is_carried_in_memory_changes_no_hazard_and_no_state(seed: int) -> 
 @pytest.mark.parametrize("seed", [11, 13])
 def test_series_changed_in_place_within_a_batch_change_no_hazard_and_no_state(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stage copies a series once per batch and changes the copy in place
-    (windows.insert's ``owned``): the same hazards and state as copying at every reading."""
+    """The stage copies a series and a source's state once per batch and changes the
+    copies in place (windows.insert's ``owned``, ``RulesStage.owned_states``): the same
+    hazards and state as copying at every reading."""
     batches = _storm(seed)
     hazards, state = _run(batches, reload_state=False, new_stage=False)
     monkeypatch.setattr(evaluate, "insert",
                         lambda series, t, value, keep_s, owned=None: insert(series, t, value,
                                                                              keep_s))
+    writable = RulesStage._writable
+
+    def copying(stage: RulesStage, stored: dict[str, Any] | None) -> dict[str, Any]:
+        stage.owned_states = {}  # nothing owned: a copy at every reading
+        return writable(stage, stored)
+
+    monkeypatch.setattr(RulesStage, "_writable", copying)
     copying_hazards, copying_state = _run(batches, reload_state=False, new_stage=False)
     assert len(hazards) > 10
     assert copying_hazards == hazards
     assert orjson.dumps(copying_state) == orjson.dumps(state)
+
+
+def test_a_batch_that_fails_midway_leaves_the_state_it_was_given_unchanged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = _storm(11)
+    stage = RulesStage(REGISTRIES)
+    state: dict[str, Any] = {}
+    for batch in batches[:70]:
+        stage.process(batch, state, BOOK)
+    before = orjson.dumps(state)
+    held = dict(state)
+    record = RulesStage._record
+    calls = 0
+
+    def failing(self: RulesStage, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 7:  # after each station's state and series were changed in place
+            raise RuntimeError("boom")
+        return record(self, *args, **kwargs)
+
+    monkeypatch.setattr(RulesStage, "_record", failing)
+    with pytest.raises(RuntimeError):
+        stage.process(batches[70], state, BOOK)
+    assert calls == 7
+    # the batch wrote its states into the mapping (the loop drops such a turn's writes);
+    # what the mapping held before the batch was not changed
+    assert orjson.dumps(held) == before
+
+
+def test_a_changed_rainstorm_rule_has_its_own_bounds() -> None:
+    rule = BOOK.rainstorm
+    assert rule.lowest_mm == min(b.rain_mm for b in rule.levels.values())
+    assert rule.longest_window_s == 3600.0 * max(b.window_h for b in rule.levels.values())
+    wider = {label: b.model_copy(update={"window_h": b.window_h * 2,
+                                         "rain_mm": b.rain_mm + 1})
+             for label, b in rule.levels.items()}
+    changed = rule.model_copy(update={"levels": wider})
+    assert changed.lowest_mm == rule.lowest_mm + 1
+    assert changed.longest_window_s == 2 * rule.longest_window_s
+    assert rule.lowest_mm == min(b.rain_mm for b in rule.levels.values())  # unchanged
 
 
 def test_emitted_hazards_explain_the_level_they_carry() -> None:

@@ -17,7 +17,7 @@ MAX_RECORD_BYTES = 64 * 1024
 CRS_NAMES = ("wgs84", "gcj02", "bd09")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: see onemap.records.Observation
 class Reading:
     """A parsed, validated feed record, not yet located. Coordinates are as sent (``crs``)."""
 
