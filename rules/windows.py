@@ -24,10 +24,10 @@ from collections.abc import Sequence
 Point = Sequence[float]
 Series = list[Point]
 
-#: Bisection by event time alone (``key=``): one float comparison per step instead of
-#: building a ``[t, ±inf]`` probe and comparing lists; the same index, since a series'
-#: values are finite (the feeds reject anything else).
-_TIME = operator.itemgetter(0)
+#: A point's event time: bisection by it alone (``key=point_time``) is one float comparison
+#: per step instead of building a ``[t, ±inf]`` probe and comparing lists; the same index,
+#: since a series' values are finite (the feeds reject anything else).
+point_time = operator.itemgetter(0)
 _VALUE = operator.itemgetter(1)
 #: a point's items as a tuple: the order of points (by time, then value) whether each is a
 #: tuple or a list
@@ -52,7 +52,7 @@ def classify(series: Series, t: float, newest: float | None, lateness_s: float) 
     """
     if newest is None or t > newest:
         return Arrival.IN_ORDER
-    i = bisect.bisect_left(series, t, key=_TIME)
+    i = bisect.bisect_left(series, t, key=point_time)
     if i < len(series) and series[i][0] == t:
         return Arrival.DUPLICATE
     if newest - t > lateness_s:
@@ -106,7 +106,7 @@ def _insert_in_place(series: Series, point: tuple[float, float], keep_s: float) 
     if series[0][0] < horizon:
         # a regular source drops one point as it adds one: look there before bisecting
         cut = 1 if series[1][0] >= horizon else bisect.bisect_left(series, horizon, 1,
-                                                                    key=_TIME)
+                                                                    key=point_time)
         del series[:cut]
 
 
@@ -117,8 +117,8 @@ def window_sum(series: Series, end: float, seconds: float) -> float:
     >>> window_sum(s, 7200.0, 3600), window_sum(s, 7200.0, 7200), window_sum(s, 7200.0, 7201)
     (30.0, 50.0, 60.0)
     """
-    lo = bisect.bisect_right(series, end - seconds, key=_TIME)
-    hi = bisect.bisect_right(series, end, key=_TIME)
+    lo = bisect.bisect_right(series, end - seconds, key=point_time)
+    hi = bisect.bisect_right(series, end, key=point_time)
     # the same additions in the same order as summing the pairs one by one (so the same
     # float), without a Python-level generator
     return float(sum(map(_VALUE, series[lo:hi])))
@@ -198,8 +198,8 @@ def window_max(series: Series, end: float, seconds: float) -> float | None:
     """
     n = len(series)
     # the common case, a window that ends at the newest point (or after it): one bisection
-    hi = n if n and series[-1][0] <= end else bisect.bisect_right(series, end, key=_TIME)
-    lo = bisect.bisect_left(series, end - seconds, 0, hi, key=_TIME)
+    hi = n if n and series[-1][0] <= end else bisect.bisect_right(series, end, key=point_time)
+    lo = bisect.bisect_left(series, end - seconds, 0, hi, key=point_time)
     return max(map(_VALUE, series[lo:hi])) if hi > lo else None
 
 
@@ -211,8 +211,8 @@ def rate_per_hour(series: Series, end: float, seconds: float) -> float | None:
     >>> rate_per_hour([[0.0, 1.0], [1800.0, 1.5], [3600.0, 2.0]], 3600.0, 3600.0)
     1.0
     """
-    lo = bisect.bisect_right(series, end - seconds, key=_TIME)  # (end - seconds, end]
-    hi = bisect.bisect_right(series, end, key=_TIME)
+    lo = bisect.bisect_right(series, end - seconds, key=point_time)  # (end - seconds, end]
+    hi = bisect.bisect_right(series, end, key=point_time)
     points = series[lo:hi]
     if len(points) < 2:
         return None

@@ -36,11 +36,10 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
-import operator
 from collections.abc import Callable
 from typing import Any
 
-from onemap.rules.windows import Series
+from onemap.rules.windows import Series, point_time
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +51,6 @@ CHUNK_PREFIX = "__series__:"
 #: Keys of the head that belong to the layout, not to the logical value.
 LAYOUT_KEYS = frozenset({"sealed", "open", "first", "fresh", "chunk_s"})
 
-#: bisection by a pair's event time (``key=``): one float comparison per step instead of
-#: comparing lists with a ``[t, -inf]`` probe; the same index
-_TIME = operator.itemgetter(0)
 Chunk = dict[str, Series]
 
 
@@ -84,8 +80,8 @@ class Split:
 
 
 def _slice(series: Series, lo: float, hi: float) -> Series:
-    return series[bisect.bisect_left(series, lo, key=_TIME):
-                  bisect.bisect_left(series, hi, key=_TIME)]
+    return series[bisect.bisect_left(series, lo, key=point_time):
+                  bisect.bisect_left(series, hi, key=point_time)]
 
 
 def split(value: dict[str, Any], previous: Any, changed_from: float | None,
@@ -147,7 +143,7 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
     open_lo = k_open * chunk_s
     head = {
         **body,
-        "series": {name: s[bisect.bisect_left(s, open_lo, key=_TIME):]
+        "series": {name: s[bisect.bisect_left(s, open_lo, key=point_time):]
                    for name, s in series.items()},
         "sealed": sealed, "open": k_open,
         "first": {name: s[0][0] for name, s in series.items() if s},
@@ -191,7 +187,7 @@ def assemble(head: Any, read_chunk: Callable[[int], Any], source_key: str = "") 
         points.extend(tail)
         since = first.get(name)
         if since is not None and points and points[0][0] < since:
-            points = points[bisect.bisect_left(points, since, key=_TIME):]
+            points = points[bisect.bisect_left(points, since, key=point_time):]
         series[name] = points
     logical = {k: v for k, v in head.items() if k not in LAYOUT_KEYS}
     logical["series"] = series
