@@ -245,6 +245,18 @@ PROPOSERS: dict[str, Proposer] = {
 _LEVEL_OF = {int(level): level for level in WarningLevel}
 
 
+@dataclasses.dataclass
+class Copies:
+    """What a batch of the rules stage copied from the state it was given, by id (the
+    objects are held, so an id is not reused meanwhile), and may change in place: series
+    lists (windows.insert's ``owned``) and source states. Copying a source's day of
+    readings at every reading was the stage's largest cost; copying once per batch, or once
+    per commit (streams/rules_loop.py), is what this buys."""
+
+    series: Owned = dataclasses.field(default_factory=dict)
+    states: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
 class RulesStage:
     stage = "rules"
 
@@ -259,12 +271,8 @@ class RulesStage:
         #: sum. A carried rain bound holds two points of the state's rain series: no
         #: memory beyond the state's while the state is current.
         self.carried: dict[str, dict[str, Any]] = {}
-        #: the series lists the batch in progress made (windows.insert changes these in
-        #: place); None outside :meth:`process`
-        self.owned: Owned | None = None
-        #: the source states the batch in progress made, by id (changed in place by the
-        #: batch's later readings of the source, like ``owned``); None outside :meth:`process`
-        self.owned_states: dict[int, dict[str, Any]] | None = None
+        #: the copies the batch in progress may change in place; None outside :meth:`process`
+        self.copies: Copies | None = None
 
     def _entry(self, feed: str, source_id: str) -> Any:
         """The registry entry of a registered source (None for incidents, CAP, unknowns)."""
@@ -351,18 +359,25 @@ class RulesStage:
 
     def process(
         self, observations: Sequence[Observation], state: MutableMapping[str, Any],
-        rules: RuleBook,
+        rules: RuleBook, copies: Copies | None = None,
     ) -> RulesResult:
+        """The observations' hazards, their readings applied to ``state``.
+
+        What ``state`` held before is never changed in place: the batch copies a source's
+        state and series the first time it changes them, into ``copies`` (new ones unless
+        given), and changes those copies in place afterwards. A caller that gives the same
+        ``copies`` to several batches lets them share those copies, as long as it never
+        hands one batch's writes to something that must not change (the rules loop keeps
+        one ``Copies`` from one commit to the next, and a new one once its writes are
+        stored)."""
         result = RulesResult()
-        self.owned = {}
-        self.owned_states = {}
+        self.copies = copies if copies is not None else Copies()
         try:
             for obs in sorted(observations, key=lambda o: o.observed_at):
                 decision = self.evaluate(obs, state, rules, result)
                 result.decisions[decision] += 1
         finally:
-            self.owned = None
-            self.owned_states = None
+            self.copies = None
         return result
 
     def evaluate(self, obs: Observation, state: MutableMapping[str, Any], rules: RuleBook,
@@ -403,11 +418,10 @@ class RulesStage:
         return Decision.LATE_APPLIED if arrival == Arrival.LATE else Decision.UNCHANGED
 
     def _writable(self, stored: dict[str, Any] | None) -> dict[str, Any]:
-        """The source's state to change: ``stored`` itself if this batch made it, else a
-        copy (:func:`_copy_state`; a new state for a new source) that the batch's later
-        readings of the source change in place. A state held before the batch is never
-        changed: a batch that fails leaves it as it was."""
-        owned = self.owned_states
+        """The source's state to change: ``stored`` itself if it is one of the batch's
+        copies, else a copy (:func:`_copy_state`; a new state for a new source) that goes
+        into the copies, changed in place by the source's later readings."""
+        owned = self.copies.states if self.copies is not None else None
         if stored is not None and owned is not None and id(stored) in owned:
             return stored
         st = _copy_state(stored) or {
@@ -429,7 +443,7 @@ class RulesStage:
             _accumulation_to_increment(st, values, obs.attrs.get("accum_since", ""), t)
         keep_s = rules.history_s
         series = st["series"]
-        owned = self.owned
+        owned = self.copies.series if self.copies is not None else None
         for name, series_name in SERIES[obs.feed].items():
             if name in values:
                 series[series_name] = insert(series.get(series_name, []), t, values[name],
@@ -507,8 +521,8 @@ def _copy_state(st: dict[str, Any] | None) -> dict[str, Any] | None:
     """A copy of a source's state that :meth:`RulesStage.evaluate` may change (the stored
     one stays as it was if the reading is refused): the dicts it changes in place are
     copied, the rest is shared; the series lists are shared too: windows.insert changes in
-    place only lists the batch in progress made (``RulesStage.owned``), never one the state
-    held before the batch, and a point is never changed. (A deep copy of 24 h of history per
+    place only lists the batch's :class:`Copies` hold, never one the state held before the
+    batch, and a point is never changed. (A deep copy of 24 h of history per
     reading was 62% of a worker's time: benchmarks/results/pipeline.md.)"""
     if not st:
         return None

@@ -36,7 +36,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from onemap.records import Observation
-from onemap.rules.evaluate import state_key
+from onemap.rules.evaluate import Copies, state_key
 from onemap.rules.lifecycle import rank_area
 from onemap.streams.batch_loop import Batch, BatchLoop
 from onemap.streams.context import WorkerContext
@@ -157,14 +157,18 @@ class LoopSourceState(HeldWrites):
     (``partition_of_key``), so state recovers with the records that change it.
     """
 
-    def __init__(self, store: SourceStateStore, partition_of_key: dict[str, int],
-                 changed_from: dict[str, float], cache: dict[str, tuple[Any, Any]]) -> None:
+    def __init__(self, store: SourceStateStore, cache: dict[str, tuple[Any, Any]]) -> None:
         super().__init__()
         self.store = store
-        self.partition_of_key = partition_of_key
+        #: the partition of each source's newest bound record (:meth:`bind`)
+        self.partition_of_key: dict[str, int] = {}
         #: the oldest event time each source's readings since the last seal may have changed
-        self.changed_from = changed_from
+        self.changed_from: dict[str, float] = {}
         self.cache = cache
+        #: what the turns since the last seal copied and may change in place (the rules
+        #: stage's Copies): these are only in ``pending``, which a rebalance drops whole;
+        #: once sealed they are the store's (``cache``), so the next turn copies again
+        self.copies = Copies()
 
     def bind(self, observations: Iterable[tuple[Observation, Any]]) -> None:
         """A turn's (observation, record) pairs: their sources may be written, to their
@@ -223,6 +227,7 @@ class LoopSourceState(HeldWrites):
         self.pending.clear()
         self.partition_of_key.clear()
         self.changed_from.clear()
+        self.copies = Copies()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.store)
@@ -249,7 +254,7 @@ class RulesLoop(BatchLoop):
         self._silence_checked = time.monotonic()
 
     def _new_state(self) -> LoopSourceState:
-        return LoopSourceState(self.store, {}, {}, self.cache)
+        return LoopSourceState(self.store, self.cache)
 
     def seal(self, out: Outbox) -> None:
         self.state.seal_into(out)
@@ -297,7 +302,7 @@ class RulesLoop(BatchLoop):
         state = self.state
         state.bind(decoded)
         result = self.ctx.rules.process([o for o, _ in decoded], state,
-                                        self.ctx.rulebook.current)
+                                        self.ctx.rulebook.current, state.copies)
         record_of = {id(o): r for o, r in decoded}  # the exact record, for its bytes
         for rejected in result.rejected:
             r = record_of[id(rejected.observation)]

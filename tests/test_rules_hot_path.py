@@ -47,6 +47,7 @@ from onemap.rules.windows import (
     window_max,
     window_sum,
 )
+from onemap.streams import ingest
 from onemap.streams.deadletter import RawRecord
 from onemap.streams.ingest import IngestStage
 
@@ -268,7 +269,7 @@ def test_what_is_carried_in_memory_changes_no_hazard_and_no_state(seed: int) -> 
 def test_series_changed_in_place_within_a_batch_change_no_hazard_and_no_state(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stage copies a series and a source's state once per batch and changes the
-    copies in place (windows.insert's ``owned``, ``RulesStage.owned_states``): the same
+    copies in place (``evaluate.Copies``): the same
     hazards and state as copying at every reading."""
     batches = _storm(seed)
     hazards, state = _run(batches, reload_state=False, new_stage=False)
@@ -278,7 +279,7 @@ def test_series_changed_in_place_within_a_batch_change_no_hazard_and_no_state(
     writable = RulesStage._writable
 
     def copying(stage: RulesStage, stored: dict[str, Any] | None) -> dict[str, Any]:
-        stage.owned_states = {}  # nothing owned: a copy at every reading
+        stage.copies = evaluate.Copies()  # nothing copied yet: a copy at every reading
         return writable(stage, stored)
 
     monkeypatch.setattr(RulesStage, "_writable", copying)
@@ -360,6 +361,30 @@ def test_ingest_locates_each_distinct_point_once_and_places_are_unchanged() -> N
     one_by_one = [places.find(np.array([o.lon]), np.array([o.lat]))[0] for o in observations]
     assert [o.place for o in observations] == one_by_one
     assert len({o.place.town_code for o in observations}) > 1
+    # the next batches: known points are not located again, a new one is
+    again = stage.process("weather", records[:5]).observations
+    assert located == [len(stations) + 1]
+    assert [o.place for o in again] == one_by_one[:5]
+    elsewhere = RawRecord(json.dumps({
+        "station_id": stations[1], "observed_at": "2017-08-23T13:00:00+08:00",
+        "rain_mm": 1.0, "lon": 113.5, "lat": 22.25}).encode())
+    [moved] = stage.process("weather", [records[0], elsewhere]).observations[1:]
+    assert located == [len(stations) + 1, 1]
+    assert moved.place == places.find(np.array([113.5]), np.array([22.25]))[0]
+
+
+def test_ingest_keeps_at_most_located_max_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    places = PlaceIndex.load()
+    monkeypatch.setattr(ingest, "LOCATED_MAX", 4)
+    stage = IngestStage(places.find, REGISTRIES)
+    for k in range(6):
+        records = [RawRecord(json.dumps({
+            "station_id": s, "observed_at": f"2017-08-23T{8 + k:02d}:00:00+08:00",
+            "rain_mm": 1.0}).encode()) for s in sorted(REGISTRIES.weather)[k:k + 3]]
+        observations = stage.process("weather", records).observations
+        assert len(stage.located) <= 4
+        assert [o.place for o in observations] == [
+            places.find(np.array([o.lon]), np.array([o.lat]))[0] for o in observations]
 
 
 _PLACE_VALUE = st.one_of(st.text(max_size=3), st.integers(-2, 2), st.floats(-2, 2),

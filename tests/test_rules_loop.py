@@ -3,14 +3,31 @@ partitions kept or dropped, and a batch's writes going to its records' partition
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import orjson
 from faust.serializers import codecs
 
+from onemap.records import Observation, Place
+from onemap.registries import Registries, default_registries_dir
+from onemap.rules.evaluate import RulesStage
+from onemap.rules.rulebook import default_rules_dir, load_rulebook
+from onemap.streams.deadletter import RawRecord
 from onemap.streams.outbox import Outbox
 from onemap.streams.rules_loop import LoopSourceState, SourceStateStore, changelog_topic
 from onemap.streams.state_tables import DELETED, MARKER_PREFIX
 
 TOPIC = changelog_topic("onemap")
+BOOK = load_rulebook(default_rules_dir())
+REGISTRIES = Registries.load(default_registries_dir())
+#: 2017-08-23 08:00 +08:00 (Hato's day), in epoch seconds
+T0 = 1503446400.0
+
+
+def _water(station: str, t: float) -> Observation:
+    return Observation("water", station, "river", datetime.fromtimestamp(t, UTC), 113.3,
+                       22.1, Place(), {"level_m": 2.5})
 
 
 def test_the_changelog_is_the_one_faust_kept() -> None:
@@ -54,7 +71,9 @@ def test_keep_only_forgets_the_partitions_given_away() -> None:
 
 def test_a_batch_writes_each_source_to_its_records_partition_after_it_is_sealed() -> None:
     store = SourceStateStore(TOPIC)
-    state = LoopSourceState(store, {"water:W1": 3}, {"water:W1": 100.0}, {})
+    state = LoopSourceState(store, {})
+    state.bind([(_water("W1", 100.0), RawRecord(b"", partition=3))])
+    assert state.changed_from == {"water:W1": 100.0}
     state["water:W1"] = {"newest": 100.0, "levels": {}, "series": {"level": [[100.0, 2.5]]}}
     assert state.get("water:W1")["newest"] == 100.0  # reads see the batch's writes
     assert store.get("water:W1") is None  # ... which wait for the seal
@@ -62,3 +81,40 @@ def test_a_batch_writes_each_source_to_its_records_partition_after_it_is_sealed(
     state.seal_into(out)
     assert store.get("water:W1")["partition"] == 3  # per-partition stream time
     assert {p for _, _, p in out.records[TOPIC]} == {3}
+
+
+def test_turns_share_their_copies_until_the_seal_and_a_drop_leaves_the_store_as_it_was(
+) -> None:
+    """The loop hands one ``Copies`` to every turn until its writes are sealed: a source's
+    state is copied by its first turn and changed in place by the next; a rebalance (a new
+    LoopSourceState) finds the stored state as it was; after a seal the next turn copies
+    the (now stored) state again."""
+    station = sorted(REGISTRIES.water)[0]
+    key = f"water:{station}"
+    store = SourceStateStore(TOPIC)
+    cache: dict[str, tuple[Any, Any]] = {}
+    rules = RulesStage(REGISTRIES)
+
+    def turn(state: LoopSourceState, *minutes: float) -> None:
+        batch = [_water(station, T0 + 60 * m) for m in minutes]
+        state.bind([(o, RawRecord(b"", partition=1)) for o in batch])
+        rules.process(batch, state, BOOK, state.copies)
+
+    first = LoopSourceState(store, cache)
+    turn(first, 0, 5)
+    first.seal_into(Outbox(lambda: None, lambda: None, {}))
+    stored = orjson.dumps(first.get(key))
+    turn(first, 10)
+    copied = first.get(key)
+    series = copied["series"]["level"]
+    turn(first, 15, 20)
+    assert first.get(key) is copied and copied["series"]["level"] is series  # in place
+    assert len(series) == 5 and copied["newest"] == T0 + 60 * 20
+
+    dropped = LoopSourceState(store, cache)  # a rebalance: the held turns are dropped
+    assert orjson.dumps(dropped.get(key)) == stored
+
+    first.seal_into(Outbox(lambda: None, lambda: None, {}))
+    turn(first, 25)
+    assert first.get(key) is not copied and len(copied["series"]["level"]) == 5
+    assert len(first.get(key)["series"]["level"]) == 6
