@@ -34,8 +34,9 @@ What is measured, for each group size (1, then 2 workers):
   same process).
 * **profile** (full run): one worker runs under a sampling profiler (this file run as a
   script with ``--as-worker``: a thread samples every thread's stack every few ms) while
-  it drains a backlog; where its time goes (faust and aiokafka internals, our stages, JSON,
-  the producer, idle) is written to the results.
+  it drains a backlog (or, with ``--profile-rate R``, during the rate step at R rec/s);
+  where its time goes (faust and aiokafka internals, our stages, JSON, the producer, idle)
+  is written to the results.
 
 The machine is shared (2 cores; other processes may run): /proc/loadavg is recorded at each
 measurement, and the CPU-normalised rates are the figures to compare across runs.
@@ -45,6 +46,7 @@ Usage::
     python -m benchmarks.bench_pipeline            # full: 1 and 2 workers, profile; ~15 min
     python -m benchmarks.bench_pipeline --quick    # tiny, 1 worker, no profile (smoke test)
     python -m benchmarks.bench_pipeline --out DIR  # write DIR/pipeline.json and .md instead
+    python -m benchmarks.bench_pipeline --workers 1 --profile-rate 2000  # a moderate rate
 """
 
 from __future__ import annotations

@@ -108,11 +108,13 @@ def test_sms_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_pipeline_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
-    """``bench_pipeline --quick --profile``: the real broker, Redis and one sampled worker;
-    the results files are written with every part the README cites (no timing asserted)."""
+    """``bench_pipeline --quick --profile-rate 200``: the real broker, Redis and one worker
+    sampled during its rate step; the results files are written with every part the README
+    cites (no timing asserted)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_pipeline", "--quick", "--profile", "--out",
-         str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=280, check=False)
+        [sys.executable, "-m", "benchmarks.bench_pipeline", "--quick", "--profile-rate", "200",
+         "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=280,
+        check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert (tmp_path / "pipeline.md").read_text(encoding="utf-8").startswith(
         "Pipeline benchmark")
@@ -126,6 +128,8 @@ def test_pipeline_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     # readings that cross a threshold made alerts, matched back to their readings
     assert sum(s["alerts"] for s in run) > 0
     assert group["profile"]["samples"] > 0 and group["profile"]["by_stage"]
+    assert group["profile"]["during"].startswith("3 s at 200 rec/s offered")
+    assert "during 3 s at 200 rec/s offered" in (tmp_path / "pipeline.md").read_text()
     assert {t["target"] for t in res["targets"]} == {
         ">= 20,000 rec/s sustained per worker", "p99 < 500 ms at 5,000 rec/s"}
 
