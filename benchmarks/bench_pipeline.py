@@ -964,10 +964,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['measured']} | {t['verdict']} |")
     prof = next((g["profile"] for g in res["groups"] if "profile" in g), None)
     if prof:
-        during = prof.get("during") or f"the capacity drain of {prof['drain']['backlog']:,} " \
-            "records"
         lines += ["", "## Where a worker's time goes (sampling profile of the first worker "
-                  f"during {during})", ""]
+                  f"during {prof['during']})", ""]
         lines += profile_markdown(prof)
     return "\n".join(lines) + "\n"
 
@@ -980,7 +978,7 @@ def profile_markdown(prof: dict[str, Any]) -> list[str]:
     total = sum(busy.values()) or 1
     out = [f"{prof['samples']:,} sampling rounds every {prof['interval_s'] * 1000:.0f} ms; "
            f"shares of the busy (non-waiting) samples of all threads "
-           f"(profiled drain: {prof['drain']['records_per_s']:,.0f} rec/s).", "",
+           f"(rec/s while profiled: {prof['drain']['records_per_s']:,.0f}).", "",
            "| thread | busy samples | share |", "| --- | ---: | ---: |"]
     for k, v in sorted(busy.items(), key=lambda kv: -kv[1]):
         out.append(f"| {k} | {v:,} | {v / total:.1%} |")
