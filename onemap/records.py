@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from onemap.levels import WarningLevel
+from onemap.memo import per_object
 
 
 def dumps(obj: dict[str, Any]) -> bytes:
@@ -88,22 +89,21 @@ _PLACE_KEYS = [f.name for f in dataclasses.fields(Place)]
 _PLACES: dict[tuple[Any, ...], Place] = {}
 _PLACES_MAX = 100_000
 OUT_OF_AREA = Place()
-#: id(place) -> (place, its JSON): the place is kept so that its id cannot be reused
-_PLACE_JSON: dict[int, tuple[Place, orjson.Fragment]] = {}
 
 
+@per_object(maxsize=_PLACES_MAX)
 def place_json(place: Place) -> orjson.Fragment:
     """``place.to_dict()`` as JSON, encoded once per Place object: every observation carries
     its place (eight codes and names, half of its bytes), and the locator and the decoder
     hand out the same few thousand Place objects again and again."""
-    found = _PLACE_JSON.get(id(place))
-    if found is not None and found[0] is place:
-        return found[1]
-    if len(_PLACE_JSON) >= _PLACES_MAX:
-        _PLACE_JSON.clear()
-    fragment = orjson.Fragment(orjson.dumps(place.to_dict()))
-    _PLACE_JSON[id(place)] = (place, fragment)
-    return fragment
+    return orjson.Fragment(orjson.dumps(place.to_dict()))
+
+
+@per_object(maxsize=_PLACES_MAX)
+def place_dict(place: Place) -> dict[str, str]:
+    """``place.to_dict()``, made once per Place object and shared: the rules stage keeps
+    each source's latest place in its state at every reading. Never change it."""
+    return place.to_dict()
 
 
 @dataclasses.dataclass(slots=True)

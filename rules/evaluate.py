@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from onemap.levels import WarningLevel
-from onemap.records import Hazard, KeyFigure, Observation, Place
+from onemap.records import Hazard, KeyFigure, Observation, Place, place_dict
 from onemap.registries import Registries
 from onemap.rules.candidate import Candidate
 from onemap.rules.geohazard import geohazard_level
@@ -33,7 +33,7 @@ from onemap.rules.windows import (
     Arrival,
     Owned,
     Series,
-    SumBound,
+    WindowBound,
     carry_bound,
     classify,
     insert,
@@ -190,7 +190,7 @@ class Proposal(NamedTuple):
 
 #: A feed's proposals from (state, registry entry, rules, levels in force, carried): the last
 #: is what the stage carries in memory from the source's previous reading (e.g. a bound of
-#: its rain sum, windows.SumBound), which a proposer may read and update.
+#: its rain sum, windows.WindowBound), which a proposer may read and update.
 Proposer = Callable[[dict[str, Any], Any, RuleBook, dict[str, WarningLevel], dict[str, Any]],
                     list[Proposal]]
 
@@ -210,21 +210,43 @@ def _propose_weather(st: dict[str, Any], source: Any, book: RuleBook,
                      ) -> list[Proposal]:
     out: list[Proposal] = []
     series = st["series"]
+    newest = st["newest"]
     if "rain" in series:
-        rain, newest = series["rain"], st["newest"]
+        rain = series["rain"]
         seconds = book.rainstorm.longest_window_s
         level, at_least = rainstorm_reached(
             rain, newest, book.rainstorm,
             carry_bound(carried.get("rain_bound"), rain, newest, seconds))
-        carried["rain_bound"] = SumBound(rain, newest, seconds, at_least)
+        carried["rain_bound"] = WindowBound(rain, newest, seconds, at_least)
         out.append(Proposal("rainstorm", level, ""))
     if "wind_mean" in series or "wind_gust" in series:
         window = book.wind.window_min * 60
-        level = wind_reached(window_max(_series(st, "wind_mean"), st["newest"], window),
-                             window_max(_series(st, "wind_gust"), st["newest"], window),
-                             book.wind)
+        mean_floor, gust_floor = book.wind.floor
+        mean = _bounded_max(carried, "wind_mean_bound", series.get("wind_mean", _NONE),
+                            newest, window, floor=mean_floor)
+        gust = _bounded_max(carried, "wind_gust_bound", series.get("wind_gust", _NONE),
+                            newest, window, floor=gust_floor)
+        level = WarningLevel.NONE if mean < mean_floor and gust < gust_floor \
+            else wind_reached(mean, gust, book.wind)
         out.append(Proposal("wind", level, ""))
     return out
+
+
+_NONE: Series = []
+
+
+def _bounded_max(carried: dict[str, Any], name: str, series: Series, end: float,
+                 seconds: float, *, floor: float) -> float:
+    """The window's largest value (0 if it has none: winds are never negative, the feeds
+    reject them), or, when that is known to be below ``floor``, a bound of it carried from
+    the source's previous reading (``carried[name]``, windows.carry_bound), which decides
+    the same: most readings are calm and then the two window scans per reading are
+    skipped."""
+    bound = carry_bound(carried.get(name), series, end, seconds, max)
+    if bound is None or bound >= floor:
+        bound = window_max(series, end, seconds) or 0.0
+    carried[name] = WindowBound(series, end, seconds, bound)
+    return bound
 
 
 def _proposing(evaluator: Evaluator) -> Proposer:
@@ -458,7 +480,7 @@ class RulesStage:
             st["newest"] = t
             st["latest"] = {"values": obs.values, "attrs": obs.attrs,
                             "observed_at": obs.observed_at.isoformat(),
-                            "place": obs.place.to_dict(), "lon": obs.lon, "lat": obs.lat,
+                            "place": place_dict(obs.place), "lon": obs.lon, "lat": obs.lat,
                             "exercise": obs.exercise}
             if previous_newest is not None and (
                     key in self.silenced or _gap_silent(entry, t - previous_newest, rules)):

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field
 
 from onemap.datafiles import RuleFile, StrictModel
 from onemap.levels import COLOURS, WarningLevel, require_four_colours
+from onemap.memo import per_object
 from onemap.records import KeyFigure
 from onemap.rules.candidate import Candidate, trend_of
 from onemap.rules.windows import Series, window_sum
@@ -23,7 +24,7 @@ class RainstormRule(RuleFile):
     levels: Annotated[dict[str, RainBound], AfterValidator(require_four_colours)]
 
     # (not cached on the model: a cached property survives pydantic's model_copy(update=...)
-    # unchanged; _rain_bounds caches per model object instead)
+    # unchanged; _rain_bounds keeps them per model object instead)
     @property
     def longest_window_s(self) -> float:
         return _rain_bounds(self)[0]
@@ -34,22 +35,16 @@ class RainstormRule(RuleFile):
         return _rain_bounds(self)[1]
 
 
-#: id(rule) -> (rule, its longest window in s, its lowest bound in mm): read for every
-#: reading (two list scans were ~4 % of the rules stage). The rule is kept so that its id
-#: is not reused; a changed rule is a new model object (frozen; model_copy makes a new one),
-#: so it gets an entry of its own.
-_RAIN_BOUNDS: dict[int, tuple[RainstormRule, float, float]] = {}
+#: rule reloads make a few rule objects a day
+_RULES_KEPT = 64
 
 
+@per_object(maxsize=_RULES_KEPT)
 def _rain_bounds(rule: RainstormRule) -> tuple[float, float]:
-    found = _RAIN_BOUNDS.get(id(rule))
-    if found is None or found[0] is not rule:
-        if len(_RAIN_BOUNDS) >= 64:  # rule reloads: a few a day
-            _RAIN_BOUNDS.clear()
-        found = _RAIN_BOUNDS[id(rule)] = (
-            rule, max([b.window_h for b in rule.levels.values()]) * 3600.0,
+    """The rule's longest window in s and its lowest bound in mm: read for every reading (two
+    list scans were ~4 % of the rules stage)."""
+    return (max([b.window_h for b in rule.levels.values()]) * 3600.0,
             min([b.rain_mm for b in rule.levels.values()]))
-    return found[1], found[2]
 
 
 class WindBound(StrictModel):
@@ -61,6 +56,18 @@ class WindRule(RuleFile):
     rule: Literal["wind"]
     window_min: float = Field(ge=0, le=24 * 60)
     levels: Annotated[dict[str, WindBound], AfterValidator(require_four_colours)]
+
+    @property
+    def floor(self) -> tuple[float, float]:
+        """The least mean wind and the least gust that reach any colour (as
+        :func:`wind_reached` compares): winds below both reach none."""
+        return _wind_floor(self)
+
+
+@per_object(maxsize=_RULES_KEPT)
+def _wind_floor(rule: WindRule) -> tuple[float, float]:
+    return (min([b.mean_ms for b in rule.levels.values()]) - 1e-9,
+            min([b.gust_ms for b in rule.levels.values()]) - 1e-9)
 
 
 #: each colour with its rule-file name (``label`` is a property: this runs for every reading)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import enum
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 #: one reading: (event time, value); a tuple, or a list as restored from JSON
 Point = Sequence[float]
@@ -125,28 +125,30 @@ def window_sum(series: Series, end: float, seconds: float) -> float:
     return float(sum(map(_VALUE, series[lo:hi])))
 
 
-class SumBound:
-    """``at_least`` is known to be at least ``window_sum(series, end, seconds)``: an upper
-    bound of a window sum that the source's next reading can carry forward without summing
+class WindowBound:
+    """``bound`` is known to be at least the window's aggregate (``window_sum`` or
+    ``window_max`` of ``series`` over ``seconds`` ending at ``end``): an upper bound that the
+    source's next reading can carry forward without summing or scanning
     (:func:`carry_bound`). It keeps what recognises the series at its next reading (which
     may be the same list changed in place, see :func:`insert`): its length and its first
     and last points, as objects (compared by identity: a point is never changed)."""
 
-    __slots__ = ("at_least", "end", "first", "last", "n", "seconds")
+    __slots__ = ("bound", "end", "first", "last", "n", "seconds")
 
-    def __init__(self, series: Series, end: float, seconds: float, at_least: float) -> None:
+    def __init__(self, series: Series, end: float, seconds: float, bound: float) -> None:
         self.n = len(series)
         self.first = series[0] if series else None
         self.last = series[-1] if series else None
         self.end = end
         self.seconds = seconds
-        self.at_least = at_least
+        self.bound = bound
 
 
-def carry_bound(previous: SumBound | None, series: Series, end: float,
-                seconds: float) -> float | None:
-    """An upper bound of ``window_sum(series, end, seconds)`` carried from ``previous``
-    without summing, or None when it cannot be carried (then sum).
+def carry_bound(previous: WindowBound | None, series: Series, end: float, seconds: float,
+                combine: Callable[[float, float], float] = operator.add) -> float | None:
+    """An upper bound of the window's aggregate over ``series`` (a sum: ``combine`` adds; a
+    maximum: ``combine`` is ``max``) carried from ``previous`` without computing it, or None
+    when it cannot be carried (then compute it).
 
     ``previous.end`` must be the time of the newest reading of its series or later (as the
     rules' windows end at the source's newest reading), and ``series`` must be what the
@@ -156,13 +158,14 @@ def carry_bound(previous: SumBound | None, series: Series, end: float,
     unchanged (the same first and last points, the same length), or had one point appended
     and only its oldest points dropped (its last but one point is the bound's last point) -
     checked by the identity of the points, as a point is never changed and a series
-    restored from the changelog holds new ones. The window then holds a suffix of the points
-    it held, plus at most the new one; and as the values are never negative (rain: the
-    feeds reject negative values) and float rounding is monotonic, a float sum of a suffix
-    is at most the sum of the whole: the old bound plus the new value is a bound.
+    restored from the changelog holds new ones. The window then holds a subset of the points
+    it held, plus at most the new one, so the old bound combined with the new value is a
+    bound: for a maximum plainly; for a sum as the values are never negative (rain: the
+    feeds reject negative values) and float rounding is monotonic, so a float sum of a
+    suffix is at most the sum of the whole.
 
     >>> s0 = [[0.0, 1.0], [300.0, 2.0]]
-    >>> b = SumBound(s0, 300.0, 3600.0, window_sum(s0, 300.0, 3600.0))
+    >>> b = WindowBound(s0, 300.0, 3600.0, window_sum(s0, 300.0, 3600.0))
     >>> s1 = insert(s0, 600.0, 4.0, keep_s=400.0)        # drops [0, 1], appends [600, 4]
     >>> carry_bound(b, s1, 600.0, 3600.0), window_sum(s1, 600.0, 3600.0)
     (7.0, 6.0)
@@ -172,6 +175,9 @@ def carry_bound(previous: SumBound | None, series: Series, end: float,
     True
     >>> carry_bound(b, [[0.0, 1.0], [300.0, 2.0]], 300.0, 3600.0) is None  # not that list
     True
+    >>> top = WindowBound(s0, 300.0, 600.0, window_max(s0, 300.0, 600.0))
+    >>> carry_bound(top, s1, 600.0, 600.0, max), window_max(s1, 600.0, 600.0)
+    (4.0, 4.0)
     """
     if previous is None or previous.seconds != seconds or end < previous.end \
             or previous.last is None:
@@ -182,10 +188,10 @@ def carry_bound(previous: SumBound | None, series: Series, end: float,
     last = series[-1]
     if last is previous.last:  # no point appended: unchanged, unless a late one stayed
         if n == previous.n and series[0] is previous.first:
-            return previous.at_least
+            return previous.bound
         return None
     if n >= 2 and series[-2] is previous.last and n <= previous.n + 1:
-        return previous.at_least + last[1]
+        return combine(previous.bound, last[1])
     return None
 
 

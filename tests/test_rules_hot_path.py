@@ -41,7 +41,7 @@ from onemap.rules.weather import (
 from onemap.rules.windows import (
     Owned,
     Series,
-    SumBound,
+    WindowBound,
     carry_bound,
     insert,
     window_max,
@@ -155,7 +155,7 @@ def _rain_run(seed: int, steps: int, heavy: float,
 def test_carried_rain_bound_never_changes_a_level(seed: int, heavy: float,
                                                   batch: int | None) -> None:
     rule = BOOK.rainstorm
-    previous: SumBound | None = None
+    previous: WindowBound | None = None
     carried = 0
     levels = set()
     for series, newest in _rain_run(seed, 1500, heavy, batch):
@@ -168,7 +168,7 @@ def test_carried_rain_bound_never_changes_a_level(seed: int, heavy: float,
         assert level == _rainstorm_before(series, newest, rule)
         assert level == rainstorm_level(series, newest, rule).level
         levels.add(level)
-        previous = SumBound(series, newest, rule.longest_window_s, at_least)
+        previous = WindowBound(series, newest, rule.longest_window_s, at_least)
     assert carried > 1000, "most readings carry the bound"
     if heavy >= 12.0:
         assert len(levels) > 1, "the run reaches some colour"
@@ -176,16 +176,62 @@ def test_carried_rain_bound_never_changes_a_level(seed: int, heavy: float,
 
 def test_a_bound_is_not_carried_to_a_series_it_was_not_made_for() -> None:
     s0 = [[0.0, 1.0], [300.0, 2.0], [600.0, 3.0]]
-    b = SumBound(s0, 600.0, 3600.0, 6.0)
+    b = WindowBound(s0, 600.0, 3600.0, 6.0)
     assert carry_bound(b, orjson.loads(orjson.dumps(s0)), 600.0, 3600.0) is None  # a copy
     assert carry_bound(b, s0, 300.0, 3600.0) is None  # the window moved back
-    assert carry_bound(SumBound(s0, 600.0, 7200.0, 6.0), s0, 600.0, 3600.0) is None  # other
+    assert carry_bound(WindowBound(s0, 600.0, 7200.0, 6.0), s0, 600.0, 3600.0) is None  # other
     late = insert(s0, 450.0, 5.0, BOOK.history_s)
     assert carry_bound(b, late, 600.0, 3600.0) is None
     # a late reading and then an in-order one: the result shares both ends with s0 + 1 point
     # appended only if nothing was inserted in the middle
     assert carry_bound(b, insert(late, 900.0, 1.0, BOOK.history_s), 900.0, 3600.0) is None
     assert carry_bound(b, insert(s0, 900.0, 1.0, 700.0), 900.0, 3600.0) == 7.0
+
+
+@pytest.mark.parametrize("batch", [None, 1, 3, 50])
+@pytest.mark.parametrize(("seed", "strong"), [(1, 9.0), (2, 20.0), (3, 45.0)])
+def test_carried_wind_bound_never_changes_a_level(seed: int, strong: float,
+                                                  batch: int | None) -> None:
+    """The stage skips the wind windows' scans while a bound carried from the previous
+    reading is below every colour (``evaluate._bounded_max``): each series' bound is never
+    below its window's largest value, is that value whenever it could reach a colour, and
+    the level is the one the scans give."""
+    rule = BOOK.wind
+    window = rule.window_min * 60
+    mean_floor, gust_floor = rule.floor
+    assert (mean_floor, gust_floor) == pytest.approx(
+        (min(b.mean_ms for b in rule.levels.values()),
+         min(b.gust_ms for b in rule.levels.values())))
+    carried: dict[str, Any] = {}
+    skipped = 0
+    levels = set()
+    for series, newest in _rain_run(seed, 1500, strong, batch):
+        exact = window_max(series, newest, window)
+        could_carry = evaluate.carry_bound(carried.get("gust"), series, newest, window, max)
+        gust = evaluate._bounded_max(carried, "gust", series, newest, window,
+                                      floor=gust_floor)
+        assert gust >= (exact or 0.0)
+        if could_carry is not None and could_carry < gust_floor:
+            skipped += 1
+            assert gust == could_carry < gust_floor
+        else:
+            assert gust == (exact or 0.0)
+        level = WarningLevel.NONE if gust < gust_floor else wind_reached(0.0, gust, rule)
+        assert level == wind_reached(None, exact, rule)
+        levels.add(level)
+    if strong < gust_floor:
+        assert skipped > 1000, "calm readings carry the bound"
+    if strong > 40:
+        assert len(levels) > 2, "the run reaches some colours"
+
+
+def test_a_changed_wind_rule_has_its_own_floor() -> None:
+    rule = BOOK.wind
+    lower = {label: b.model_copy(update={"gust_ms": b.gust_ms - 5})
+             for label, b in rule.levels.items()}
+    changed = rule.model_copy(update={"levels": lower})
+    assert changed.floor[1] == pytest.approx(rule.floor[1] - 5)
+    assert changed.floor[0] == rule.floor[0]
 
 
 @given(st.one_of(st.none(), st.floats(0, 60)), st.one_of(st.none(), st.floats(0, 80)))
@@ -225,9 +271,12 @@ def _storm(seed: int) -> list[list[Observation]]:
                 storm = 60 <= k < 90 or 180 <= k < 200
                 rain = round(rnd.uniform(2.0, 12.0), 1) if storm else (
                     0.2 if rnd.random() < 0.1 else 0.0)
+                gale = storm or rnd.random() < 0.1  # calm between storms, mostly
                 batch.append(_weather(station, minutes, {
-                    "rain_mm": rain, "wind_speed_ms": round(rnd.uniform(3, 20), 1),
-                    "wind_gust_ms": round(rnd.uniform(5, 36), 1)}))
+                    "rain_mm": rain,
+                    "wind_speed_ms": round(rnd.uniform(3, 20) if gale else rnd.uniform(0, 8), 1),
+                    "wind_gust_ms": round(rnd.uniform(5, 36) if gale else rnd.uniform(0, 14),
+                                          1)}))
                 if rnd.random() < 0.05:
                     batch.append(batch[-1])  # a duplicate
         if rnd.random() < 0.2 and out:

@@ -110,11 +110,12 @@ def require_time(obj: dict[str, Any], field: str) -> datetime:
         raise InputRejected(
             "bad-time", f"field {field!r} = {value!r:.40} has no UTC offset (add +08:00)",
             field=field)
-    try:  # e.g. 0001-01-01T00:00:00+08:00: later stages compare and show times in UTC
-        parsed.astimezone(UTC)
-    except OverflowError:
-        raise InputRejected("bad-time", f"field {field!r} = {value!r:.40} is outside the years "
-                            "1-9999 in UTC", field=field) from None
+    if parsed.year in (1, 9999):  # only there can a UTC offset leave datetime's range
+        try:  # e.g. 0001-01-01T00:00:00+08:00: later stages compare and show times in UTC
+            parsed.astimezone(UTC)
+        except OverflowError:
+            raise InputRejected("bad-time", f"field {field!r} = {value!r:.40} is outside the "
+                                "years 1-9999 in UTC", field=field) from None
     return parsed
 
 
