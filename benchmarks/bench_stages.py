@@ -35,6 +35,10 @@ Usage::
     python -m benchmarks.bench_stages --out DIR  # write DIR/stages.json and .md instead
     python -m benchmarks.bench_stages --name stages-before   # stages-before.json and .md
     python -m benchmarks.bench_stages --profile rules        # cProfile of one rules pass
+    python -m benchmarks.bench_stages --instructions --name stages-instructions
+        # instructions per record under valgrind's callgrind instead of seconds: the same
+        # count from run to run, for A/B of a change on this noisy machine
+        # (benchmarks/callgrind.py; one pass per row, ~5 min in full)
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from typing import Any
 
 import orjson
 
+from benchmarks import callgrind
 from benchmarks.bench_pipeline import STEP_S, Record, Workload, cpu_model, loadavg, sources
 from benchmarks.report import write_results
 from onemap.geo.places import PlaceIndex
@@ -232,17 +237,11 @@ class Bench:
         return run
 
 
-def run(plan: Plan, *, alert_fraction: float, seed: int, label: str,
-        say: Callable[[str], None]) -> dict[str, Any]:
-    started = time.perf_counter()
-    bench = Bench(plan, alert_fraction, seed)
-    say(f"built: {bench.sources} sources, {bench.warm_records:,} warm-up records, "
-        f"{len(bench.records):,} measured, {time.perf_counter() - started:.1f} s")
-    load_before = loadavg()
-    decisions, hazards, writes = bench.outcome()
+def rows_of(bench: Bench, plan: Plan, writes: list[list[tuple[str, Any, float]]]
+            ) -> list[Row]:
     writes_n = sum(len(b) for b in writes)
     hours = plan.warm_rounds * STEP_S / 3600
-    measured = [
+    return [
         Row("baseline", "json.loads of each raw record", bench.baseline),
         Row("ingest", f"IngestStage.process, batches of up to {plan.batch} of one feed",
             bench.ingest_pass),
@@ -253,48 +252,97 @@ def run(plan: Plan, *, alert_fraction: float, seed: int, label: str,
             bench.split_rows(writes), unit="sources",
             per_record=writes_n / len(bench.records)),
     ]
-    measure(measured, plan.repeat)
+
+
+def count_instructions(rows: Sequence[Row]) -> dict[str, int]:
+    """Each row once under callgrind (the counts do not vary: one pass is enough)."""
+    meter = callgrind.Meter()
+    for row in rows:
+        if row.setup is not None:
+            row.setup()
+        gc.collect()
+        meter.begin()
+        row.run()
+        meter.end(row.stage)
+    return callgrind.read_counts(meter.dir)
+
+
+def build(plan: Plan, alert_fraction: float, seed: int, say: Callable[[str], None]
+          ) -> tuple[Bench, dict[str, int], int, list[list[tuple[str, Any, float]]]]:
+    started = time.perf_counter()
+    bench = Bench(plan, alert_fraction, seed)
+    say(f"built: {bench.sources} sources, {bench.warm_records:,} warm-up records, "
+        f"{len(bench.records):,} measured, {time.perf_counter() - started:.1f} s")
+    decisions, hazards, writes = bench.outcome()
+    return bench, decisions, hazards, writes
+
+
+def run(plan: Plan, *, alert_fraction: float, seed: int, label: str,
+        say: Callable[[str], None], instructions: bool = False) -> dict[str, Any]:
+    """Every row timed (best of ``plan.repeat`` passes), or with ``instructions`` counted
+    once under callgrind (the process must be running under it: callgrind.py)."""
+    bench, decisions, hazards, writes = build(plan, alert_fraction, seed, say)
+    load_before = loadavg()
+    measured = rows_of(bench, plan, writes)
+    counts = count_instructions(measured) if instructions else {}
+    if not instructions:
+        measure(measured, plan.repeat)
     # every pass must do the same work (and so must a repeated run): checked, not assumed
     again = bench.outcome()
     assert again[:2] == (decisions, hazards), (again[:2], decisions, hazards)
+    records = len(bench.records)
     rows: list[dict[str, Any]] = []
     for m in measured:
+        if instructions:
+            per_record = counts[m.stage] / records  # the split row's too: over the records
+            rows.append({"stage": m.stage, "what": m.what, "unit": m.unit,
+                         "instructions_per_record": round(per_record)})
+            say(f"  {m.stage}: {per_record:,.0f} instructions per record")
+            continue
         per_s = max(m.rates)
         rows.append({"stage": m.stage, "what": m.what, "per_s": round(per_s),
                      "us_per_record": round(1e6 / per_s * m.per_record, 2) if per_s else None,
                      "unit": m.unit, "passes_per_s": [round(r) for r in m.rates]})
         say(f"  {m.stage}: {per_s:,.0f} {m.unit}/s (passes: "
             f"{', '.join(f'{r:,.0f}' for r in m.rates)})")
-    base = rows[0]["per_s"]
+    # per record: microseconds, or instructions; "× baseline" is the baseline's cost over
+    # the row's (so, like a rate, higher is cheaper)
+    cost = "instructions_per_record" if instructions else "us_per_record"
+    base = rows[0][cost]
     for row in rows:
-        row["x_baseline"] = round(row["per_s"] / base, 4) if row["unit"] == "records" else None
-    pure = [r for r in rows if r["stage"] != "baseline"]
-    total_us = sum(r["us_per_record"] for r in pure)
+        row["x_baseline"] = (round(base / row[cost], 4)
+                             if row["unit"] == "records" and row[cost] else None)
+    total = sum(r[cost] for r in rows if r["stage"] != "baseline")
+    pure_total: dict[str, Any] = {cost: round(total, 2),
+                                  "x_baseline": round(base / total, 4) if total else None}
+    if not instructions:
+        pure_total["records_per_s"] = round(1e6 / total) if total else None
     return {
         "date": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "quick": plan.quick,
         "label": label,
+        "measure": "instructions (callgrind)" if instructions else "seconds",
         "machine": {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
                     "python": platform.python_version(), "platform": sys.platform},
         "loadavg": {"before": load_before, "after": loadavg()},
         "workload": {"sources": bench.sources, "feeds": dict(bench.feeds),
                      "step_s": STEP_S, "warm_rounds": plan.warm_rounds,
-                     "warm_records": bench.warm_records, "records": len(bench.records),
-                     "batch": plan.batch, "repeat": plan.repeat,
+                     "warm_records": bench.warm_records, "records": records,
+                     "batch": plan.batch, "repeat": 1 if instructions else plan.repeat,
                      "alert_fraction": alert_fraction, "seed": seed,
                      "decisions": decisions, "hazards": hazards,
-                     "state_writes": writes_n},
+                     "state_writes": sum(len(b) for b in writes)},
         "stages": rows,
-        "pure_total": {"us_per_record": round(total_us, 2),
-                       "records_per_s": round(1e6 / total_us) if total_us else None,
-                       "x_baseline": round(1e6 / total_us / base, 4) if total_us else None},
+        "pure_total": pure_total,
     }
 
 
 def markdown(r: dict[str, Any], title: str = "Stages benchmark") -> str:
     w = r["workload"]
+    counted = r.get("measure", "seconds") != "seconds"
     lines = [
         title + (" (quick)" if r["quick"] else "")
+        + (" in instructions" if counted else "")
         + (f": {r['label']}" if r.get("label") else ""),
         "",
         f"{r['date']}, {r['machine']['cpu_count']} CPUs ({r['machine']['cpu_model']}), "
@@ -303,24 +351,39 @@ def markdown(r: dict[str, Any], title: str = "Stages benchmark") -> str:
         f"({', '.join(f'{k} {v:,}' for k, v in sorted(w['feeds'].items()))} of the "
         f"{w['records']:,} measured records), {w['warm_rounds']} rounds of warm-up "
         f"({w['warm_records']:,} records, {w['step_s']} s of event time apart); batches of "
-        f"{w['batch']}; best of {w['repeat']} passes. Rules decisions per pass: "
+        f"{w['batch']}; "
+        + ("one pass per row under valgrind's callgrind (instructions executed, the same "
+           "from run to run; not time: a cache miss costs none). " if counted
+           else f"best of {w['repeat']} passes. ")
+        + "Rules decisions per pass: "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(w["decisions"].items()))
         + f"; {w['hazards']} hazards; {w['state_writes']:,} state writes.",
         "",
+        "| stage | what | instructions/record | × baseline |" if counted else
         "| stage | what | per s | µs/record | × baseline |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: |" if counted else "| --- | --- | ---: | ---: | ---: |",
     ]
     for s in r["stages"]:
         ratio = "" if s["x_baseline"] is None else f"{s['x_baseline']:.4f}"
+        if counted:
+            lines.append(f"| {s['stage']} | {s['what']} | {s['instructions_per_record']:,} | "
+                         f"{ratio} |")
+            continue
         unit = "" if s["unit"] == "records" else f" {s['unit']}"
         lines.append(f"| {s['stage']} | {s['what']} | {s['per_s']:,}{unit} | "
                      f"{s['us_per_record']} | {ratio} |")
     p = r["pure_total"]
-    lines += ["", f"The pure work of ingest, decode, rules and state split together: "
-              f"{p['us_per_record']} µs per record, so at most {p['records_per_s']:,} "
-              f"records/s on one core ({p['x_baseline']:.4f} × baseline) before faust, the "
-              "broker and the producer take their share. (The split row is per source "
-              "written; its µs/record spreads it over the records.)"]
+    if counted:
+        lines += ["", f"The pure work of ingest, decode, rules and state split together: "
+                  f"{p['instructions_per_record']:,.0f} instructions per record "
+                  f"({p['x_baseline']:.4f} × baseline). (The split row is per source "
+                  "written, spread over the records.)"]
+    else:
+        lines += ["", f"The pure work of ingest, decode, rules and state split together: "
+                  f"{p['us_per_record']} µs per record, so at most {p['records_per_s']:,} "
+                  f"records/s on one core ({p['x_baseline']:.4f} × baseline) before faust, "
+                  "the broker and the producer take their share. (The split row is per "
+                  "source written; its µs/record spreads it over the records.)"]
     return "\n".join(lines) + "\n"
 
 
@@ -351,8 +414,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", choices=("rules", "ingest"),
                     help="print a cProfile of one pass of this stage instead")
     ap.add_argument("--top", type=int, default=40, help="rows of the profile")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions under valgrind's callgrind instead of timing "
+                    "(re-runs itself under it; needs valgrind and gcc)")
+    ap.add_argument("--records", type=int, help="measured records (default 20,000; quick 2,000)")
     args = ap.parse_args(argv)
+    if args.instructions and not callgrind.under_callgrind():
+        try:
+            return callgrind.rerun_under_callgrind(
+                ["-m", "benchmarks.bench_stages",
+                 *(sys.argv[1:] if argv is None else argv)])
+        except callgrind.MissingTool as exc:
+            print(f"bench_stages: {exc}", file=sys.stderr)
+            return 2
     plan = plan_for(args.quick, args.repeat, args.batch)
+    if args.records:
+        plan = dataclasses.replace(plan, records=args.records)
     if args.profile:
         profile(plan, args.profile, args.alert_fraction, args.seed, args.top)
         return 0
@@ -361,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     r = run(plan, alert_fraction=args.alert_fraction, seed=args.seed, label=args.label,
-            say=say)
+            say=say, instructions=args.instructions)
     text = markdown(r)
     print(text)
     write_results(args.out, args.name, r, text)
