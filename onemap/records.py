@@ -130,6 +130,10 @@ class Observation:
     values: dict[str, float]
     exercise: bool = False
     attrs: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the ISO 8601 text ``observed_at`` was decoded from (:meth:`from_json`), else "": the
+    #: rules keep it in each source's state instead of formatting the time again. Not part
+    #: of the record's value (compared, shown or written).
+    observed_at_text: str = dataclasses.field(default="", compare=False, repr=False)
 
     def to_json(self) -> bytes:
         return dumps({
@@ -144,10 +148,10 @@ class Observation:
         d = loads(raw)
         # positional, in field order (a keyword call costs more), as every reading is
         # decoded here
-        return cls(d["feed"], d["source_id"], d["source_kind"],
-                   datetime.fromisoformat(d["observed_at"]), d["lon"], d["lat"],
-                   Place.from_dict(d["place"]), d["values"], d["exercise"],
-                   d.get("attrs", {}))
+        text = d["observed_at"]
+        return cls(d["feed"], d["source_id"], d["source_kind"], datetime.fromisoformat(text),
+                   d["lon"], d["lat"], Place.from_dict(d["place"]), d["values"],
+                   d["exercise"], d.get("attrs", {}), text)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -21,12 +21,13 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from onemap.levels import WarningLevel
+from onemap.memo import per_object
 from onemap.records import Hazard, KeyFigure, Observation, Place, place_dict
 from onemap.registries import Registries
 from onemap.rules.candidate import Candidate
 from onemap.rules.geohazard import geohazard_level
 from onemap.rules.incident import CATEGORY_CHINESE, incident_level
-from onemap.rules.rulebook import RuleBook
+from onemap.rules.rulebook import Limits, RuleBook
 from onemap.rules.water_level import water_candidate, water_level_reached
 from onemap.rules.weather import rainstorm_level, rainstorm_reached, wind_level, wind_reached
 from onemap.rules.windows import (
@@ -211,17 +212,21 @@ def _propose_weather(st: dict[str, Any], source: Any, book: RuleBook,
     out: list[Proposal] = []
     series = st["series"]
     newest = st["newest"]
+    limits = book.limits
     if "rain" in series:
         rain = series["rain"]
-        seconds = book.rainstorm.longest_window_s
-        level, at_least = rainstorm_reached(
-            rain, newest, book.rainstorm,
-            carry_bound(carried.get("rain_bound"), rain, newest, seconds))
+        seconds = limits.rain_window_s
+        at_most = carry_bound(carried.get("rain_bound"), rain, newest, seconds)
+        if at_most is not None and at_most < limits.rain_floor_mm:
+            # rainstorm_reached's own first test, without reading the rule model
+            level, at_least = WarningLevel.NONE, at_most
+        else:
+            level, at_least = rainstorm_reached(rain, newest, book.rainstorm, at_most)
         carried["rain_bound"] = WindowBound(rain, newest, seconds, at_least)
         out.append(Proposal("rainstorm", level, ""))
     if "wind_mean" in series or "wind_gust" in series:
-        window = book.wind.window_min * 60
-        mean_floor, gust_floor = book.wind.floor
+        window = limits.wind_window_s
+        mean_floor, gust_floor = limits.wind_mean_floor_ms, limits.wind_gust_floor_ms
         mean = _bounded_max(carried, "wind_mean_bound", series.get("wind_mean", _NONE),
                             newest, window, floor=mean_floor)
         gust = _bounded_max(carried, "wind_gust_bound", series.get("wind_gust", _NONE),
@@ -279,6 +284,23 @@ class Copies:
     states: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
+class Source(NamedTuple):
+    """What the stage needs of an observation's source: its registry entry (None for
+    incidents and CAP warnings), display name and expected reporting interval (None: no
+    expectation)."""
+
+    entry: Any
+    name: str
+    interval_s: float | None
+
+
+@per_object(maxsize=100_000)
+def _registered(entry: Any) -> Source:
+    """A registry entry's facts, read once per entry (attributes of a pydantic model go
+    through its ``__getattr__`` hook; the entries do not change, a reload makes new ones)."""
+    return Source(entry, str(entry.name), float(entry.expected_interval_s))
+
+
 class RulesStage:
     stage = "rules"
 
@@ -306,7 +328,8 @@ class RulesStage:
         return float(entry.expected_interval_s) if entry is not None else None
 
     def _silent(self, feed: str, source_id: str, gap_s: float, rules: RuleBook) -> bool:
-        return _gap_silent(self._entry(feed, source_id), gap_s, rules)
+        return _gap_silent(self.expected_interval_s(feed, source_id), gap_s,
+                           rules.limits.silence_factor)
 
     def _silence_hazard(self, key: str, st: dict[str, Any], *, level: WarningLevel,
                         previous: WarningLevel, rules: RuleBook, reason: str) -> Hazard:
@@ -366,17 +389,17 @@ class RulesStage:
                                             rules=rules, reason=reason))
         return out
 
-    def _source(self, obs: Observation) -> tuple[Any, str] | None:
-        """The registry entry and display name of the observation's source."""
+    def _source(self, obs: Observation) -> Source | None:
+        """The observation's source: its registry entry, display name, reporting interval."""
         registry = self.registries.for_feed(obs.feed)
         if registry is not None:
             entry = registry.get(obs.source_id)
-            return (entry, entry.name) if entry is not None else None
+            return _registered(entry) if entry is not None else None
         if obs.feed == "incident":
             category = CATEGORY_CHINESE.get(obs.attrs.get("category", ""), "突发事件")
-            return None, f"{category}（{obs.attrs.get('channel', '')}警情）"
+            return Source(None, f"{category}（{obs.attrs.get('channel', '')}警情）", None)
         if obs.feed == "cap":
-            return None, obs.attrs.get("event", "预警信息")
+            return Source(None, obs.attrs.get("event", "预警信息"), None)
         return None
 
     def process(
@@ -394,25 +417,29 @@ class RulesStage:
         stored)."""
         result = RulesResult()
         self.copies = copies if copies is not None else Copies()
+        # in event-time order; sorted by the instants as floats (an aware datetime's
+        # comparison asks its offset twice), equal instants in arrival order
+        times = [o.observed_at.timestamp() for o in observations]
         try:
-            for obs in sorted(observations, key=lambda o: o.observed_at):
-                decision = self.evaluate(obs, state, rules, result)
+            for i in sorted(range(len(times)), key=times.__getitem__):
+                decision = self.evaluate(observations[i], times[i], state, rules, result)
                 result.decisions[decision] += 1
         finally:
             self.copies = None
         return result
 
-    def evaluate(self, obs: Observation, state: MutableMapping[str, Any], rules: RuleBook,
-                 result: RulesResult) -> Decision:
+    def evaluate(self, obs: Observation, t: float, state: MutableMapping[str, Any],
+                 rules: RuleBook, result: RulesResult) -> Decision:
+        """One observation (``t``: its event time in epoch seconds) against ``state``."""
         evaluator = EVALUATORS.get(obs.feed)
         source = self._source(obs)
         if evaluator is None or source is None:
             return Decision.NO_RULE
-        entry, source_name = source
         key = state_key(obs)
-        st = self._writable(state.get(key))
-        t = obs.observed_at.timestamp()
-        lateness = rules.pipeline.lateness_s
+        stored = state.get(key)
+        st = self._writable(stored)
+        limits = rules.limits
+        lateness = limits.lateness_s
         # Duplicates and lateness are judged per sensor stream: a hazard point's GNSS and rain
         # gauge may report at the same instant without either being a duplicate.
         stream = obs.attrs.get("sensor", "")
@@ -430,11 +457,12 @@ class RulesStage:
                 obs, "too-late", "a late accumulated-rainfall reading cannot be turned "
                 "into an increment; send increments (rain_mm) to backfill"))
             return Decision.TOO_LATE
-        arrival = self._record(obs, st, key=key, t=t, arrival=arrival, entry=entry,
-                               source_name=source_name, rules=rules, result=result)
-        changed = self._apply_levels(obs, st, key=key, evaluator=evaluator, entry=entry,
-                                     source_name=source_name, rules=rules, result=result)
-        state[key] = st
+        arrival = self._record(obs, st, key=key, t=t, arrival=arrival, source=source,
+                               rules=rules, limits=limits, result=result)
+        changed = self._apply_levels(obs, st, key=key, evaluator=evaluator, source=source,
+                                     rules=rules, limits=limits, result=result)
+        if st is not stored:  # else it is there already (one of the copies, written)
+            state[key] = st
         if changed:
             return Decision.LEVEL_CHANGED
         return Decision.LATE_APPLIED if arrival == Arrival.LATE else Decision.UNCHANGED
@@ -454,7 +482,7 @@ class RulesStage:
         return st
 
     def _record(self, obs: Observation, st: dict[str, Any], *, key: str, t: float,
-                arrival: Arrival, entry: Any, source_name: str, rules: RuleBook,
+                arrival: Arrival, source: Source, rules: RuleBook, limits: Limits,
                 result: RulesResult) -> Arrival:
         """Add an admitted reading to the source's series (and, if it is the newest, make it
         the source's latest); end a "silent" hazard if the source is back. Returns the
@@ -463,7 +491,7 @@ class RulesStage:
         if "rain_accum_mm" in values:
             values = dict(values)  # the increment replaces the accumulation (a copy)
             _accumulation_to_increment(st, values, obs.attrs.get("accum_since", ""), t)
-        keep_s = rules.history_s
+        keep_s = limits.history_s
         series = st["series"]
         owned = self.copies.series if self.copies is not None else None
         for name, series_name in SERIES[obs.feed].items():
@@ -471,39 +499,44 @@ class RulesStage:
                 series[series_name] = insert(series.get(series_name, []), t, values[name],
                                              keep_s, owned)
         stream = obs.attrs.get("sensor", "")
-        st["seen"][stream] = insert(st["seen"].get(stream, []), t, 0.0,
-                                    rules.pipeline.lateness_s, owned)
+        st["seen"][stream] = insert(st["seen"].get(stream, []), t, 0.0, limits.lateness_s,
+                                    owned)
         if st["newest"] is not None and t < st["newest"]:
             return Arrival.LATE  # in order for its sensor, but older than the source
         if arrival == Arrival.IN_ORDER:
             previous_newest = st["newest"]
             st["newest"] = t
             st["latest"] = {"values": obs.values, "attrs": obs.attrs,
-                            "observed_at": obs.observed_at.isoformat(),
+                            # the text it was decoded from, if any (formatting the time
+                            # again was ~10 % of the stage's instructions)
+                            "observed_at": obs.observed_at_text
+                            or obs.observed_at.isoformat(),
                             "place": place_dict(obs.place), "lon": obs.lon, "lat": obs.lat,
                             "exercise": obs.exercise}
             if previous_newest is not None and (
-                    key in self.silenced or _gap_silent(entry, t - previous_newest, rules)):
+                    key in self.silenced or _gap_silent(source.interval_s, t - previous_newest,
+                                                        limits.silence_factor)):
                 # the source is back (or was judged silent while its partition's other
                 # sources ran ahead): end its "silent" hazard (a no-op if none was open)
                 raised = self.silenced.pop(key, WarningLevel.YELLOW)
                 result.hazards.append(self._silence_hazard(
                     key, st, level=WarningLevel.NONE, previous=raised, rules=rules,
-                    reason=f"{source_name}恢复报送"))
+                    reason=f"{source.name}恢复报送"))
         return arrival
 
     def _apply_levels(self, obs: Observation, st: dict[str, Any], *, key: str,
-                      evaluator: Evaluator, entry: Any, source_name: str, rules: RuleBook,
+                      evaluator: Evaluator, source: Source, rules: RuleBook, limits: Limits,
                       result: RulesResult) -> bool:
         """Settle each hazard type's proposed level against the one in force (held on the
         way down) and emit a hazard where it changes; whether any did."""
         current = {k: _LEVEL_OF[v] for k, v in st["levels"].items()}
         changed = False
-        hold = 0.0 if obs.feed in IMMEDIATE else rules.pipeline.downgrade_hold_s
+        hold = 0.0 if obs.feed in IMMEDIATE else limits.downgrade_hold_s
         explained: dict[str, Candidate] | None = None
         carried = self.carried.get(key)
         if carried is None:
             carried = self.carried[key] = {}
+        entry = source.entry
         for hazard_type, proposed, flag in PROPOSERS[obs.feed](st, entry, rules, current,
                                                                carried):
             now_level = current.get(hazard_type, WarningLevel.NONE)
@@ -523,7 +556,7 @@ class RulesStage:
             cand = explained[hazard_type]
             result.hazards.append(Hazard(
                 hazard_id=f"{hazard_type}:{obs.source_id}", hazard_type=hazard_type,
-                feed=obs.feed, source_id=obs.source_id, source_name=source_name, level=level,
+                feed=obs.feed, source_id=obs.source_id, source_name=source.name, level=level,
                 previous_level=now_level, place=obs.place, lon=obs.lon, lat=obs.lat,
                 # the newest reading's time, parsed only here (rare), not for every reading
                 observed_at=datetime.fromisoformat(st["latest"]["observed_at"]),
@@ -556,11 +589,10 @@ def _copy_state(st: dict[str, Any] | None) -> dict[str, Any] | None:
     return copy
 
 
-def _gap_silent(entry: Any, gap_s: float, rules: RuleBook) -> bool:
+def _gap_silent(interval_s: float | None, gap_s: float, silence_factor: float) -> bool:
     """Whether a gap of ``gap_s`` between readings means the source was silent: more than
-    ``silence_factor`` of the registry entry's expected intervals (no entry: never)."""
-    return entry is not None and \
-        gap_s > rules.pipeline.silence_factor * float(entry.expected_interval_s)
+    ``silence_factor`` of its expected reporting intervals (None: never)."""
+    return interval_s is not None and gap_s > silence_factor * interval_s
 
 
 def _accumulation_to_increment(st: dict[str, Any], values: dict[str, float], since: str,

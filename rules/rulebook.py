@@ -6,6 +6,7 @@ A bad edit is reported (file, line, field) and the last good rule set stays in f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import logging
 from pathlib import Path
@@ -18,7 +19,7 @@ from onemap.rules.lifecycle import LifecyclePolicy
 from onemap.rules.policy import PipelinePolicy
 from onemap.rules.urgency import UrgencyModel
 from onemap.rules.water_level import WaterLevelRule
-from onemap.rules.weather import RainstormRule, WindRule
+from onemap.rules.weather import TOLERANCE, RainstormRule, WindRule
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,28 @@ RULE_MODELS: dict[str, type[RuleModel]] = {
     "lifecycle": LifecyclePolicy,
     "pipeline": PipelinePolicy,
 }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """The numbers of a rule set that the rules stage reads at every reading, as plain
+    floats. Reading them off the pydantic rule models goes through the models'
+    ``__getattr__`` hook (~1,500 instructions each), and a weather reading read a dozen:
+    12 % of the rules stage's instructions (``bench_stages --instructions``)."""
+
+    lateness_s: float
+    history_s: float
+    downgrade_hold_s: float
+    silence_factor: float
+    #: the rainstorm rule's longest window and its lowest bound (less the comparison's
+    #: tolerance): a rainfall below it reaches no colour
+    rain_window_s: float
+    rain_floor_mm: float
+    #: the wind rule's window and the least mean wind and gust that reach a colour (less the
+    #: tolerance)
+    wind_window_s: float
+    wind_mean_floor_ms: float
+    wind_gust_floor_ms: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +87,20 @@ class RuleBook:
     def history_s(self) -> float:
         """How much per-source history the windows need (24 h) plus the allowed lateness."""
         return 24 * 3600.0 + self.pipeline.lateness_s
+
+    @functools.cached_property
+    def limits(self) -> Limits:
+        """(Computed once per rule set: a changed rule set is a new RuleBook.)"""
+        wind = self.wind.levels.values()
+        return Limits(
+            lateness_s=self.pipeline.lateness_s, history_s=self.history_s,
+            downgrade_hold_s=self.pipeline.downgrade_hold_s,
+            silence_factor=self.pipeline.silence_factor,
+            rain_window_s=self.rainstorm.longest_window_s,
+            rain_floor_mm=self.rainstorm.lowest_mm - TOLERANCE,
+            wind_window_s=self.wind.window_min * 60.0,
+            wind_mean_floor_ms=min(b.mean_ms for b in wind) - TOLERANCE,
+            wind_gust_floor_ms=min(b.gust_ms for b in wind) - TOLERANCE)
 
 
 def default_rules_dir() -> Path:

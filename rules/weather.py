@@ -8,7 +8,6 @@ from pydantic import AfterValidator, Field
 
 from onemap.datafiles import RuleFile, StrictModel
 from onemap.levels import COLOURS, WarningLevel, require_four_colours
-from onemap.memo import per_object
 from onemap.records import KeyFigure
 from onemap.rules.candidate import Candidate, trend_of
 from onemap.rules.windows import Series, window_sum
@@ -23,28 +22,14 @@ class RainstormRule(RuleFile):
     rule: Literal["rainstorm"]
     levels: Annotated[dict[str, RainBound], AfterValidator(require_four_colours)]
 
-    # (not cached on the model: a cached property survives pydantic's model_copy(update=...)
-    # unchanged; _rain_bounds keeps them per model object instead)
     @property
     def longest_window_s(self) -> float:
-        return _rain_bounds(self)[0]
+        return max([b.window_h for b in self.levels.values()]) * 3600.0
 
     @property
     def lowest_mm(self) -> float:
         """The smallest rainfall bound of any colour."""
-        return _rain_bounds(self)[1]
-
-
-#: rule reloads make a few rule objects a day
-_RULES_KEPT = 64
-
-
-@per_object(maxsize=_RULES_KEPT)
-def _rain_bounds(rule: RainstormRule) -> tuple[float, float]:
-    """The rule's longest window in s and its lowest bound in mm: read for every reading (two
-    list scans were ~4 % of the rules stage)."""
-    return (max([b.window_h for b in rule.levels.values()]) * 3600.0,
-            min([b.rain_mm for b in rule.levels.values()]))
+        return min([b.rain_mm for b in self.levels.values()])
 
 
 class WindBound(StrictModel):
@@ -57,19 +42,9 @@ class WindRule(RuleFile):
     window_min: float = Field(ge=0, le=24 * 60)
     levels: Annotated[dict[str, WindBound], AfterValidator(require_four_colours)]
 
-    @property
-    def floor(self) -> tuple[float, float]:
-        """The least mean wind and the least gust that reach any colour (as
-        :func:`wind_reached` compares): winds below both reach none."""
-        return _wind_floor(self)
 
-
-@per_object(maxsize=_RULES_KEPT)
-def _wind_floor(rule: WindRule) -> tuple[float, float]:
-    return (min([b.mean_ms for b in rule.levels.values()]) - 1e-9,
-            min([b.gust_ms for b in rule.levels.values()]) - 1e-9)
-
-
+#: how far below a bound a value still reaches it (float sums of rounded readings)
+TOLERANCE = 1e-9
 #: each colour with its rule-file name (``label`` is a property: this runs for every reading)
 _LABELLED = tuple((c, c.label) for c in COLOURS)
 
@@ -100,7 +75,7 @@ def rainstorm_reached(rain: Series, newest: float, rule: RainstormRule,
     >>> rainstorm_reached([[1 * hour, 30.0]], 2 * hour, rule, at_most=31.0)  # not summed
     (<WarningLevel.NONE: 0>, 31.0)
     """
-    lowest = rule.lowest_mm - 1e-9
+    lowest = rule.lowest_mm - TOLERANCE
     if at_most is not None and at_most < lowest:
         return WarningLevel.NONE, at_most
     longest = rule.longest_window_s
@@ -115,7 +90,7 @@ def rainstorm_reached(rain: Series, newest: float, rule: RainstormRule,
         total = by_window.get(seconds)
         if total is None:
             total = by_window[seconds] = window_sum(rain, newest, seconds)
-        if total >= bound.rain_mm - 1e-9:
+        if total >= bound.rain_mm - TOLERANCE:
             reached = colour
     return reached, in_longest
 
@@ -160,7 +135,7 @@ def wind_reached(mean_ms: float | None, gust_ms: float | None, rule: WindRule) -
     reached = WarningLevel.NONE
     for colour, label in _LABELLED:
         bound = rule.levels[label]
-        if mean >= bound.mean_ms - 1e-9 or gust >= bound.gust_ms - 1e-9:
+        if mean >= bound.mean_ms - TOLERANCE or gust >= bound.gust_ms - TOLERANCE:
             reached = colour
     return reached
 
@@ -179,7 +154,8 @@ def wind_level(mean_ms: float | None, gust_ms: float | None, rule: WindRule) -> 
     gust = gust_ms or 0.0
     mean = mean_ms or 0.0
     shown = reached if reached != WarningLevel.NONE else WarningLevel.BLUE
-    if (gust_ms is not None and gust >= rule.levels[shown.label].gust_ms - 1e-9) or mean_ms is None:
+    if (gust_ms is not None and gust >= rule.levels[shown.label].gust_ms - TOLERANCE) \
+            or mean_ms is None:
         figure = KeyFigure("阵风", gust, "米/秒", f"{shown.chinese}预警线",
                            rule.levels[shown.label].gust_ms)
     else:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from onemap.errors import InputRejected
 from onemap.geo.crs import to_wgs84
+from onemap.memo import per_object
 from onemap.records import Observation, Place
 from onemap.registries import Registries, WeatherStation
 from onemap.streams.deadletter import DeadLetter, RawRecord
@@ -42,6 +43,16 @@ class _Source(NamedTuple):
     kind: str
     lon: float
     lat: float
+
+
+@per_object(maxsize=100_000)
+def _registered(entry: Any) -> _Source:
+    """A registered source's kind and position (made once per registry entry: the entries
+    do not change while they are loaded, a reload makes new ones)."""
+    # not getattr(entry, "kind", default): for weather stations (no kind) that goes
+    # through pydantic's __getattr__ and an AttributeError
+    kind = "weather" if isinstance(entry, WeatherStation) else entry.kind
+    return _Source(str(kind), entry.lon, entry.lat)
 
 
 class IngestStage:
@@ -84,10 +95,7 @@ class IngestStage:
             raise InputRejected(
                 "unknown-source",
                 f"{reading.source_id!r} is not in the {reading.feed} registry", field=field)
-        # not getattr(entry, "kind", default): for weather stations (no kind) that goes
-        # through pydantic's __getattr__ and an AttributeError on every record
-        kind = reading.feed if isinstance(entry, WeatherStation) else entry.kind
-        return _Source(str(kind), entry.lon, entry.lat)
+        return _registered(entry)
 
     def _on_globe(
         self, feed_name: str, accepted: list[tuple[RawRecord, Reading, _Source]],

@@ -303,7 +303,8 @@ class RulesLoop(BatchLoop):
         state.bind(decoded)
         result = self.ctx.rules.process([o for o, _ in decoded], state,
                                         self.ctx.rulebook.current, state.copies)
-        record_of = {id(o): r for o, r in decoded}  # the exact record, for its bytes
+        # the exact record of each rejected observation, for its bytes (refusals are rare)
+        record_of = {id(o): r for o, r in decoded} if result.rejected else {}
         for rejected in result.rejected:
             r = record_of[id(rejected.observation)]
             self.m.dead_letters.labels(rejected.observation.feed, rejected.reason).inc()

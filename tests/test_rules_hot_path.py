@@ -9,6 +9,7 @@ and through whole runs of the stage.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import random
@@ -197,9 +198,10 @@ def test_carried_wind_bound_never_changes_a_level(seed: int, strong: float,
     below its window's largest value, is that value whenever it could reach a colour, and
     the level is the one the scans give."""
     rule = BOOK.wind
-    window = rule.window_min * 60
-    mean_floor, gust_floor = rule.floor
-    assert (mean_floor, gust_floor) == pytest.approx(
+    window = BOOK.limits.wind_window_s
+    gust_floor = BOOK.limits.wind_gust_floor_ms
+    assert window == rule.window_min * 60
+    assert (BOOK.limits.wind_mean_floor_ms, gust_floor) == pytest.approx(
         (min(b.mean_ms for b in rule.levels.values()),
          min(b.gust_ms for b in rule.levels.values())))
     carried: dict[str, Any] = {}
@@ -225,13 +227,25 @@ def test_carried_wind_bound_never_changes_a_level(seed: int, strong: float,
         assert len(levels) > 2, "the run reaches some colours"
 
 
-def test_a_changed_wind_rule_has_its_own_floor() -> None:
-    rule = BOOK.wind
+def test_a_changed_rule_set_has_its_own_limits() -> None:
+    """The numbers the stage reads at every reading (RuleBook.limits) follow the rules."""
     lower = {label: b.model_copy(update={"gust_ms": b.gust_ms - 5})
-             for label, b in rule.levels.items()}
-    changed = rule.model_copy(update={"levels": lower})
-    assert changed.floor[1] == pytest.approx(rule.floor[1] - 5)
-    assert changed.floor[0] == rule.floor[0]
+             for label, b in BOOK.wind.levels.items()}
+    wetter = {label: b.model_copy(update={"window_h": b.window_h * 2, "rain_mm": b.rain_mm + 1})
+              for label, b in BOOK.rainstorm.levels.items()}
+    changed = dataclasses.replace(
+        BOOK, wind=BOOK.wind.model_copy(update={"levels": lower, "window_min": 30}),
+        rainstorm=BOOK.rainstorm.model_copy(update={"levels": wetter}),
+        pipeline=BOOK.pipeline.model_copy(update={"lateness_s": 60.0}))
+    before, after = BOOK.limits, changed.limits
+    assert after.wind_gust_floor_ms == pytest.approx(before.wind_gust_floor_ms - 5)
+    assert after.wind_mean_floor_ms == before.wind_mean_floor_ms
+    assert after.wind_window_s == 1800.0
+    assert after.rain_window_s == 2 * before.rain_window_s
+    assert after.rain_floor_mm == pytest.approx(before.rain_floor_mm + 1)
+    assert after.lateness_s == 60.0
+    assert after.history_s == 24 * 3600.0 + 60.0
+    assert BOOK.limits is before  # computed once per rule set
 
 
 @given(st.one_of(st.none(), st.floats(0, 60)), st.one_of(st.none(), st.floats(0, 80)))
@@ -377,6 +391,19 @@ def test_a_changed_rainstorm_rule_has_its_own_bounds() -> None:
     assert changed.lowest_mm == rule.lowest_mm + 1
     assert changed.longest_window_s == 2 * rule.longest_window_s
     assert rule.lowest_mm == min(b.rain_mm for b in rule.levels.values())  # unchanged
+
+
+def test_decoded_observations_keep_their_time_text_and_change_nothing() -> None:
+    """The rules keep the text a decoded observation's time came in (instead of formatting
+    it again); the hazards and the state are the same as with observations made here."""
+    batches = _storm(12)
+    hazards, state = _run(batches, reload_state=False, new_stage=False)
+    decoded = [[Observation.from_json(o.to_json()) for o in batch] for batch in batches]
+    assert all(o.observed_at_text == o.observed_at.isoformat() for b in decoded for o in b)
+    assert decoded[0][0] == batches[0][0]  # the text is not part of the value
+    again_hazards, again_state = _run(decoded, reload_state=False, new_stage=False)
+    assert again_hazards == hazards
+    assert orjson.dumps(again_state) == orjson.dumps(state)
 
 
 def test_emitted_hazards_explain_the_level_they_carry() -> None:
