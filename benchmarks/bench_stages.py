@@ -168,7 +168,9 @@ class Bench:
             assert not result.dead_letters, result.dead_letters[:3]
             per_feed.setdefault(feed, []).extend(result.observations)
         cursors = {feed: iter(obs) for feed, obs in per_feed.items()}
-        observations = [next(cursors[r.topic_feed]) for r in self.records]
+        # as the rules loop gets them: decoded from what ingest wrote
+        observations = [Observation.from_json(next(cursors[r.topic_feed]).to_json())
+                        for r in self.records]
         self.rules_batches = chunks(observations, plan.batch)
         self.observation_json = [o.to_json() for o in observations]
         self.state: dict[str, Any] = {}

@@ -31,6 +31,10 @@ from onemap.rules.rulebook import Limits, RuleBook
 from onemap.rules.water_level import water_candidate, water_level_reached
 from onemap.rules.weather import rainstorm_level, rainstorm_reached, wind_level, wind_reached
 from onemap.rules.windows import (
+    DUPLICATE,
+    IN_ORDER,
+    LATE,
+    TOO_LATE,
     Arrival,
     Owned,
     Series,
@@ -55,6 +59,12 @@ class Decision(enum.Enum):
     # Members are singletons compared by identity, so identity is a valid hash; Enum's own
     # hashes the name in Python, and every reading counts its decision in a dict.
     __hash__ = object.__hash__
+
+
+#: Members read at every reading, bound once (as windows.IN_ORDER and the others: reading
+#: a member off an Enum class costs ten times a module global in Python 3.11).
+UNCHANGED, LATE_APPLIED = Decision.UNCHANGED, Decision.LATE_APPLIED
+NO_LEVEL = WarningLevel.NONE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -176,17 +186,14 @@ EVALUATORS: dict[str, Evaluator] = {
 IMMEDIATE = {"incident", "cap"}
 
 
-class Proposal(NamedTuple):
-    """The level one hazard type of a source deserves now, before the hold on the way down,
-    and its "accelerating" flag ("yes"/"no"; "" where the rule has none): all that decides
-    whether a hazard is emitted. The candidate with its key figure, reason and trend (the
-    feed's :data:`EVALUATORS`, the same level by construction) is built only for a hazard
-    that is emitted: for every other reading it was half of the stage's time
-    (benchmarks/results/stages-ablation.md)."""
-
-    hazard_type: str
-    level: WarningLevel
-    accelerating: str
+#: The level one hazard type of a source deserves now, before the hold on the way down, and
+#: its "accelerating" flag ("yes"/"no"; "" where the rule has none): (hazard type, level,
+#: flag), all that decides whether a hazard is emitted (a plain tuple: one is made per
+#: hazard type and reading). The candidate with its key figure, reason and trend (the feed's
+#: :data:`EVALUATORS`, the same level by construction) is built only for a hazard that is
+#: emitted: for every other reading it was half of the stage's time
+#: (benchmarks/results/stages-ablation.md).
+Proposal = tuple[str, WarningLevel, str]
 
 
 #: A feed's proposals from (state, registry entry, rules, levels in force, carried): the last
@@ -202,8 +209,8 @@ def _propose_water(st: dict[str, Any], source: Any, book: RuleBook,
     if not levels:
         return []
     level = water_level_reached(levels, source, book.water_level,
-                                current.get("water_level", WarningLevel.NONE))
-    return [Proposal("water_level", level, "")]
+                                current.get("water_level", NO_LEVEL))
+    return [("water_level", level, "")]
 
 
 def _propose_weather(st: dict[str, Any], source: Any, book: RuleBook,
@@ -219,25 +226,25 @@ def _propose_weather(st: dict[str, Any], source: Any, book: RuleBook,
         at_most = carry_bound(carried.get("rain_bound"), rain, newest, seconds)
         if at_most is not None and at_most < limits.rain_floor_mm:
             # rainstorm_reached's own first test, without reading the rule model
-            level, at_least = WarningLevel.NONE, at_most
+            level, at_least = NO_LEVEL, at_most
         else:
             level, at_least = rainstorm_reached(rain, newest, book.rainstorm, at_most)
         carried["rain_bound"] = WindowBound(rain, newest, seconds, at_least)
-        out.append(Proposal("rainstorm", level, ""))
+        out.append(("rainstorm", level, ""))
     if "wind_mean" in series or "wind_gust" in series:
         window = limits.wind_window_s
         mean_floor, gust_floor = limits.wind_mean_floor_ms, limits.wind_gust_floor_ms
-        mean = _bounded_max(carried, "wind_mean_bound", series.get("wind_mean", _NONE),
+        mean = _bounded_max(carried, "wind_mean_bound", series.get("wind_mean", _EMPTY),
                             newest, window, floor=mean_floor)
-        gust = _bounded_max(carried, "wind_gust_bound", series.get("wind_gust", _NONE),
+        gust = _bounded_max(carried, "wind_gust_bound", series.get("wind_gust", _EMPTY),
                             newest, window, floor=gust_floor)
-        level = WarningLevel.NONE if mean < mean_floor and gust < gust_floor \
+        level = NO_LEVEL if mean < mean_floor and gust < gust_floor \
             else wind_reached(mean, gust, book.wind)
-        out.append(Proposal("wind", level, ""))
+        out.append(("wind", level, ""))
     return out
 
 
-_NONE: Series = []
+_EMPTY: Series = []
 
 
 def _bounded_max(carried: dict[str, Any], name: str, series: Series, end: float,
@@ -259,7 +266,7 @@ def _proposing(evaluator: Evaluator) -> Proposer:
     candidate's work anyway (geohazard rates) or that are rare (incidents, CAP)."""
     def propose(st: dict[str, Any], source: Any, book: RuleBook,
                 current: dict[str, WarningLevel], carried: dict[str, Any]) -> list[Proposal]:
-        return [Proposal(c.hazard_type, c.level, str(c.trend.get("accelerating", "")))
+        return [(c.hazard_type, c.level, str(c.trend.get("accelerating", "")))
                 for c in evaluator(st, source, book, current)]
     return propose
 
@@ -445,14 +452,14 @@ class RulesStage:
         stream = obs.attrs.get("sensor", "")
         seen: Series = st["seen"].get(stream, [])
         arrival = classify(seen, t, seen[-1][0] if seen else None, lateness)
-        if arrival == Arrival.DUPLICATE:
+        if arrival is DUPLICATE:
             return Decision.DUPLICATE
-        if arrival == Arrival.TOO_LATE:
+        if arrival is TOO_LATE:
             result.rejected.append(Rejected(
                 obs, "too-late", f"event time {obs.observed_at.isoformat()} is more than "
                 f"{lateness:.0f} s older than this source's newest reading"))
             return Decision.TOO_LATE
-        if "rain_accum_mm" in obs.values and arrival == Arrival.LATE:
+        if "rain_accum_mm" in obs.values and arrival is LATE:
             result.rejected.append(Rejected(
                 obs, "too-late", "a late accumulated-rainfall reading cannot be turned "
                 "into an increment; send increments (rain_mm) to backfill"))
@@ -465,7 +472,7 @@ class RulesStage:
             state[key] = st
         if changed:
             return Decision.LEVEL_CHANGED
-        return Decision.LATE_APPLIED if arrival == Arrival.LATE else Decision.UNCHANGED
+        return LATE_APPLIED if arrival is LATE else UNCHANGED
 
     def _writable(self, stored: dict[str, Any] | None) -> dict[str, Any]:
         """The source's state to change: ``stored`` itself if it is one of the batch's
@@ -502,8 +509,8 @@ class RulesStage:
         st["seen"][stream] = insert(st["seen"].get(stream, []), t, 0.0, limits.lateness_s,
                                     owned)
         if st["newest"] is not None and t < st["newest"]:
-            return Arrival.LATE  # in order for its sensor, but older than the source
-        if arrival == Arrival.IN_ORDER:
+            return LATE  # in order for its sensor, but older than the source
+        if arrival is IN_ORDER:
             previous_newest = st["newest"]
             st["newest"] = t
             st["latest"] = {"values": obs.values, "attrs": obs.attrs,
@@ -539,13 +546,13 @@ class RulesStage:
         entry = source.entry
         for hazard_type, proposed, flag in PROPOSERS[obs.feed](st, entry, rules, current,
                                                                carried):
-            now_level = current.get(hazard_type, WarningLevel.NONE)
+            now_level = current.get(hazard_type, NO_LEVEL)
             level, below = settle(proposed, now_level, st["below_since"].get(hazard_type),
                                   st["newest"], hold)
             st["below_since"][hazard_type] = below
             flags = st.setdefault("flags", {})
             newly_accelerating = flag == "yes" and flags.get(hazard_type) != "yes" \
-                and level > WarningLevel.NONE
+                and level > NO_LEVEL
             flags[hazard_type] = flag
             if level == now_level and not newly_accelerating:
                 continue
