@@ -426,7 +426,7 @@ class RulesStage:
         self.copies = copies if copies is not None else Copies()
         # in event-time order; sorted by the instants as floats (an aware datetime's
         # comparison asks its offset twice), equal instants in arrival order
-        times = [o.observed_at.timestamp() for o in observations]
+        times = [o.event_seconds() for o in observations]
         try:
             for i in sorted(range(len(times)), key=times.__getitem__):
                 decision = self.evaluate(observations[i], times[i], state, rules, result)
@@ -514,10 +514,9 @@ class RulesStage:
             previous_newest = st["newest"]
             st["newest"] = t
             st["latest"] = {"values": obs.values, "attrs": obs.attrs,
-                            # the text it was decoded from, if any (formatting the time
-                            # again was ~10 % of the stage's instructions)
-                            "observed_at": obs.observed_at_text
-                            or obs.observed_at.isoformat(),
+                            # (formatting the time at every reading was ~10 % of the
+                            # stage's instructions: records.event_time keeps it)
+                            "observed_at": obs.observed_at_iso(),
                             "place": place_dict(obs.place), "lon": obs.lon, "lat": obs.lat,
                             "exercise": obs.exercise}
             if previous_newest is not None and (

@@ -285,7 +285,7 @@ class HealthMonitor:
         """Called by the ingest shell for every batch it consumed."""
         received = self.ctx.now().timestamp()
         act = self.activity.setdefault(feed, FeedActivity())
-        act.saw(count, (o.observed_at.timestamp() for o in observations), received)
+        act.saw(count, (o.event_seconds() for o in observations), received)
         self.m.feed_last_received.labels(feed).set(received)
         if act.last_event_s is not None:
             self.m.feed_last_event.labels(feed).set(act.last_event_s)

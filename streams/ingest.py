@@ -55,6 +55,14 @@ def _registered(entry: Any) -> _Source:
     return _Source(str(kind), entry.lon, entry.lat)
 
 
+class Located(NamedTuple):
+    """A point's place, and the point as observations carry it (rounded)."""
+
+    place: Place
+    lon: float
+    lat: float
+
+
 class IngestStage:
     """Parse, validate against the registries, convert coordinates, locate."""
 
@@ -70,8 +78,8 @@ class IngestStage:
         self.find_codes = find_codes
         self.registries = registries
         self.feeds = feeds
-        #: the place of every point located so far (:meth:`_places`)
-        self.located: dict[tuple[float, float], Place] = {}
+        #: every point located so far (:meth:`_places`)
+        self.located: dict[tuple[float, float], Located] = {}
 
     def _source(self, reading: Reading) -> _Source:
         """Where the source is and what kind it is, from its registry; unknown -> rejected."""
@@ -119,12 +127,15 @@ class IngestStage:
         kept = [a for a, ok in zip(accepted, on_globe, strict=True) if ok]
         return kept, lon[on_globe], lat[on_globe]
 
-    def _places(self, lon: np.ndarray, lat: np.ndarray) -> list[Place]:
-        """The place of each point, each point located once: stations report from the same
-        point again and again (a batch of 500 holds ~150 stations, a batch at a moderate
-        rate each station once), and locating was up to 6 % of a worker. The places are
-        immutable, so the points at one position share one; the map does not change while
-        the worker runs. At most ``LOCATED_MAX`` points are kept (incidents add new ones)."""
+    def _places(self, lon: np.ndarray, lat: np.ndarray) -> list[Located]:
+        """The place of each point and the point rounded to 7 decimals (~1 cm, what the
+        observation carries), each point located and rounded once: stations report from
+        the same point again and again (a batch of 500 holds ~150 stations, a batch at a
+        moderate rate each station once); locating was up to 6 % of a worker, and
+        ``round(x, 7)`` (a correctly rounded decimal conversion) 10 % of ingest's
+        instructions. The places are immutable, so the points at one position share one;
+        the map does not change while the worker runs. At most ``LOCATED_MAX`` points are
+        kept (incidents add new ones)."""
         located = self.located
         points = list(zip(lon.tolist(), lat.tolist(), strict=True))
         new = dict.fromkeys(p for p in points if p not in located)  # distinct, in order
@@ -134,7 +145,8 @@ class IngestStage:
                 new = dict.fromkeys(points)
             found = self.find_places(np.array([p[0] for p in new], dtype=np.float64),
                                      np.array([p[1] for p in new], dtype=np.float64))
-            located.update(zip(new, found, strict=True))
+            located.update((p, Located(place, round(p[0], 7), round(p[1], 7)))
+                           for p, place in zip(new, found, strict=True))
         return [located[p] for p in points]
 
     def process(self, feed_name: str, records: Sequence[RawRecord]) -> IngestResult:
@@ -175,9 +187,8 @@ class IngestStage:
         accepted, lon, lat = self._on_globe(feed_name, accepted, lon, lat, result)
         if not accepted:
             return result
-        places = self._places(lon, lat)
-        for (_, reading, source), point_place, x, y in zip(
-                accepted, places, lon.tolist(), lat.tolist(), strict=True):
+        for (_, reading, source), (point_place, x, y) in zip(
+                accepted, self._places(lon, lat), strict=True):
             place = point_place
             if "area_wkt" in reading.attrs and self.find_area is not None:
                 place = self.find_area(reading.attrs["area_wkt"])
@@ -186,8 +197,8 @@ class IngestStage:
                 place = found[0] if found is not None else place
             result.observations.append(Observation(
                 feed=reading.feed, source_id=reading.source_id, source_kind=source.kind,
-                observed_at=reading.observed_at, lon=round(x, 7),
-                lat=round(y, 7), place=place, values=reading.values,
+                observed_at=reading.observed_at, observed_at_text=reading.observed_at_text,
+                lon=x, lat=y, place=place, values=reading.values,
                 exercise=reading.exercise, attrs=reading.attrs,
             ))
         return result

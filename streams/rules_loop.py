@@ -175,7 +175,7 @@ class LoopSourceState(HeldWrites):
         records' partitions; each source's oldest reading bounds what changed."""
         partition_of_key, changed_from = self.partition_of_key, self.changed_from
         for o, r in observations:
-            key, t = state_key(o), o.observed_at.timestamp()
+            key, t = state_key(o), o.event_seconds()
             partition_of_key[key] = r.partition
             if t < changed_from.get(key, t + 1.0):
                 changed_from[key] = t

@@ -394,8 +394,9 @@ def test_a_changed_rainstorm_rule_has_its_own_bounds() -> None:
 
 
 def test_decoded_observations_keep_their_time_text_and_change_nothing() -> None:
-    """The rules keep the text a decoded observation's time came in (instead of formatting
-    it again); the hazards and the state are the same as with observations made here."""
+    """A decoded observation keeps the text its time came in, and its seconds and ISO form
+    are looked up by it (records.event_time) instead of computed for every record; the
+    hazards and the state are the same as with observations made here."""
     batches = _storm(12)
     hazards, state = _run(batches, reload_state=False, new_stage=False)
     decoded = [[Observation.from_json(o.to_json()) for o in batch] for batch in batches]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from onemap.errors import InputRejected
+from onemap.records import event_time
 
 MAX_RECORD_BYTES = 64 * 1024
 
@@ -31,6 +32,8 @@ class Reading:
     exercise: bool = False
     #: Text facts of the record (incident category, status, sensor type); never numbers.
     attrs: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the text ``observed_at`` was parsed from (records.Observation.observed_at_text)
+    observed_at_text: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +97,8 @@ def _number(value: Any, field: str, low: float, high: float) -> float:
 
 
 def require_time(obj: dict[str, Any], field: str) -> datetime:
-    """An ISO 8601 time with a UTC offset; a naive time is ambiguous and rejected."""
+    """An ISO 8601 time with a UTC offset; a naive time is ambiguous and rejected (the
+    check and the parsed time are kept per text: records.event_time)."""
     value = obj.get(field)
     if value is None:
         raise InputRejected("missing-field", f"field {field!r} is required", field=field)
@@ -102,21 +106,10 @@ def require_time(obj: dict[str, Any], field: str) -> datetime:
         raise InputRejected("bad-time", f"field {field!r} must be an ISO 8601 string",
                             field=field)
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputRejected("bad-time", f"field {field!r} = {value!r:.40} is not ISO 8601",
+        return event_time(value).at
+    except ValueError as exc:
+        raise InputRejected("bad-time", f"field {field!r} = {value!r:.40} {exc}",
                             field=field) from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise InputRejected(
-            "bad-time", f"field {field!r} = {value!r:.40} has no UTC offset (add +08:00)",
-            field=field)
-    if parsed.year in (1, 9999):  # only there can a UTC offset leave datetime's range
-        try:  # e.g. 0001-01-01T00:00:00+08:00: later stages compare and show times in UTC
-            parsed.astimezone(UTC)
-        except OverflowError:
-            raise InputRejected("bad-time", f"field {field!r} = {value!r:.40} is outside the "
-                                "years 1-9999 in UTC", field=field) from None
-    return parsed
 
 
 def optional_position(obj: dict[str, Any]) -> tuple[float | None, float | None, str]:

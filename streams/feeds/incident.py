@@ -56,7 +56,8 @@ def parse_incident(raw: bytes) -> Reading:
     values = {field: float(optional_count(obj, field))
               for field in ("deaths", "injured", "trapped", "missing")}
     return Reading(feed="incident", source_id=require_str(obj, "incident_id", max_len=80),
-                   observed_at=require_time(obj, "observed_at"), values=values, lon=lon,
+                   observed_at=require_time(obj, "observed_at"),
+                   observed_at_text=obj["observed_at"], values=values, lon=lon,
                    lat=lat, crs=crs, exercise=optional_bool(obj, "exercise"), attrs=attrs)
 
 

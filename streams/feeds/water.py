@@ -40,7 +40,7 @@ def parse_water(raw: bytes) -> Reading:
     return Reading(
         feed="water",
         source_id=require_str(obj, "station_id"),
-        observed_at=require_time(obj, "observed_at"),
+        observed_at=require_time(obj, "observed_at"), observed_at_text=obj["observed_at"],
         values={"level_m": require_number(obj, "level_m", low=LEVEL_RANGE_M[0],
                                           high=LEVEL_RANGE_M[1])},
         lon=lon, lat=lat, crs=crs,
