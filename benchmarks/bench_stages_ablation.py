@@ -121,7 +121,8 @@ def enum_hash() -> Iterator[None]:
 @contextlib.contextmanager
 def place_per_point() -> Iterator[None]:
     def places(self: ingest.IngestStage, lon: Any, lat: Any) -> Any:
-        return self.find_places(lon, lat)
+        return [ingest.Located(place, round(x, 7), round(y, 7)) for place, x, y in
+                zip(self.find_places(lon, lat), lon.tolist(), lat.tolist(), strict=True)]
     with patched(ingest.IngestStage, "_places", places):
         yield
 
@@ -139,8 +140,9 @@ def with_list_points(name: str, value: Any) -> Iterator[None]:
 VARIANTS: list[tuple[str, str, Callable[[], contextlib.AbstractContextManager[None]]]] = [
     ("all candidates in full", "figure, reason and trend built for every reading "
      "(so also every rain window summed)", full_candidates),
-    ("no carried rain bound", "the 12 h rain sum computed for every reading (the one-sum "
-     "shortcut kept)", lambda: patched(ev, "carry_bound", lambda *a: None)),
+    ("no carried bounds", "the 12 h rain sum and the wind windows' maxima computed for "
+     "every reading (the one-sum shortcut kept)",
+     lambda: patched(ev, "carry_bound", lambda *a: None)),
     ("every rain window summed", "no shortcut and no carried bound: 12, 6, 3 h windows "
      "summed for every reading (and list points, as insert as before)",
      lambda: with_list_points("rainstorm_reached", rainstorm_reached_all_sums)),
@@ -152,7 +154,8 @@ VARIANTS: list[tuple[str, str, Callable[[], contextlib.AbstractContextManager[No
     ("state copy as before", "every dict of the state copied (latest, accum too)",
      lambda: patched(ev, "_copy_state", copy_state_before)),
     ("enum hash", "Decision hashed by Enum's Python __hash__", enum_hash),
-    ("a Place per point", "ingest locates and builds a Place for every record",
+    ("a Place per point", "ingest locates, builds a Place and rounds the point for every "
+     "record",
      place_per_point),
 ]
 
