@@ -71,23 +71,27 @@ class Place:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Place:
         # Every record on the observations topic carries its place, and a map has only a
-        # few thousand: a dict as to_dict writes it (all eight keys in field order, string
-        # values) finds its Place in _PLACES instead of building one per record.
-        key = tuple(d.values()) if list(d) == _PLACE_KEYS else None
-        place = _PLACES.get(key) if key is not None else None
-        if place is not None:
-            return place
+        # few thousand: the Place of a dict as to_dict writes it is kept under its most
+        # precise code and given again for an equal dict (eight keys and values compared,
+        # nothing built or hashed but the code).
+        code = d.get("village_code") or d.get("town_code") or d.get("district_code") \
+            or d.get("city_code") or ""
+        kept = type(code) is str
+        found = _PLACES.get(code) if kept else None
+        if found is not None and found[1] == d:
+            return found[0]
         place = cls(*[str(d.get(k, "")) for k in _PLACE_KEYS])
-        if key is not None and all(type(v) is str for v in key):
+        as_dict = place.to_dict()
+        if kept and as_dict == d:
             if len(_PLACES) >= _PLACES_MAX:
                 _PLACES.clear()
-            _PLACES[key] = place
+            _PLACES[code] = (place, as_dict)
         return place
 
 
 _PLACE_KEYS = [f.name for f in dataclasses.fields(Place)]
-#: the Places decoded so far, by their dict's values in field order (Place.from_dict)
-_PLACES: dict[tuple[Any, ...], Place] = {}
+#: the Places decoded so far and their dicts, by their most precise code (Place.from_dict)
+_PLACES: dict[str, tuple[Place, dict[str, str]]] = {}
 _PLACES_MAX = 100_000
 OUT_OF_AREA = Place()
 
@@ -170,24 +174,21 @@ class Observation:
     values: dict[str, float]
     exercise: bool = False
     attrs: dict[str, str] = dataclasses.field(default_factory=dict)
-    #: the ISO 8601 text ``observed_at`` was parsed from (by the feed's parser or
-    #: :meth:`from_json`: ``event_time(observed_at_text).at == observed_at``), else "":
-    #: its seconds and ISO form are then looked up (:func:`event_time`) instead of computed
-    #: for every record, and the rules keep the text in each source's state. Not part of
-    #: the record's value (compared, shown or written as such).
-    observed_at_text: str = dataclasses.field(default="", compare=False, repr=False)
+    #: ``observed_at`` parsed from its text with its seconds and ISO form (by the feed's
+    #: parser or :meth:`from_json`: ``event.at is observed_at``), else None: they are then
+    #: read off it instead of computed for every record and hop. Not part of the record's
+    #: value (compared, shown or written as such).
+    event: EventTime | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def event_seconds(self) -> float:
         """``observed_at`` as epoch seconds."""
-        if self.observed_at_text:
-            return event_time(self.observed_at_text).seconds
-        return self.observed_at.timestamp()
+        event = self.event
+        return event.seconds if event is not None else self.observed_at.timestamp()
 
     def observed_at_iso(self) -> str:
         """``observed_at.isoformat()``."""
-        if self.observed_at_text:
-            return event_time(self.observed_at_text).iso
-        return self.observed_at.isoformat()
+        event = self.event
+        return event.iso if event is not None else self.observed_at.isoformat()
 
     def to_json(self) -> bytes:
         return dumps({
@@ -205,9 +206,10 @@ class Observation:
         text = d["observed_at"]
         if not isinstance(text, str):
             raise TypeError(f"observed_at must be a string, got {type(text).__name__}")
-        return cls(d["feed"], d["source_id"], d["source_kind"], event_time(text).at,
-                   d["lon"], d["lat"], Place.from_dict(d["place"]), d["values"],
-                   d["exercise"], d.get("attrs", {}), text)
+        event = event_time(text)
+        return cls(d["feed"], d["source_id"], d["source_kind"], event.at, d["lon"], d["lat"],
+                   Place.from_dict(d["place"]), d["values"], d["exercise"],
+                   d.get("attrs", {}), event)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

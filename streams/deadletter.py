@@ -5,9 +5,24 @@ from __future__ import annotations
 import base64
 import dataclasses
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from onemap.records import dumps
+
+
+class Consumed(Protocol):
+    """A record as a consumer hands it over: aiokafka's ``ConsumerRecord``, a RawRecord."""
+
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
 
 
 @dataclasses.dataclass(slots=True)  # not frozen: see onemap.records.Observation

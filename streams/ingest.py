@@ -17,7 +17,7 @@ from onemap.geo.crs import to_wgs84
 from onemap.memo import per_object
 from onemap.records import Observation, Place
 from onemap.registries import Registries, WeatherStation
-from onemap.streams.deadletter import DeadLetter, RawRecord
+from onemap.streams.deadletter import Consumed, DeadLetter, RawRecord
 from onemap.streams.feeds import FEEDS, Feed, Reading
 
 #: Finds the place of each WGS84 point; one Place per point (``OUT_OF_AREA`` when outside).
@@ -106,9 +106,9 @@ class IngestStage:
         return _registered(entry)
 
     def _on_globe(
-        self, feed_name: str, accepted: list[tuple[RawRecord, Reading, _Source]],
+        self, feed_name: str, accepted: list[tuple[Consumed, Reading, _Source]],
         lon: np.ndarray, lat: np.ndarray, result: IngestResult,
-    ) -> tuple[list[tuple[RawRecord, Reading, _Source]], np.ndarray, np.ndarray]:
+    ) -> tuple[list[tuple[Consumed, Reading, _Source]], np.ndarray, np.ndarray]:
         """Dead-letter the records whose converted position left the globe; the rest.
 
         BD-09/GCJ-02 shifts can push a point at the edge of the globe off it (found by
@@ -121,7 +121,7 @@ class IngestStage:
         for i in np.flatnonzero(~on_globe):
             record, reading, _ = accepted[i]
             result.dead_letters.append(DeadLetter(
-                record, feed_name, self.stage, "out-of-range",
+                RawRecord.of(record), feed_name, self.stage, "out-of-range",
                 f"{reading.crs} position ({reading.lon}, {reading.lat}) is off the globe in "
                 f"WGS84 ({lon[i]}, {lat[i]})", "lat" if abs(lon[i]) <= 180.0 else "lon"))
         kept = [a for a, ok in zip(accepted, on_globe, strict=True) if ok]
@@ -149,22 +149,27 @@ class IngestStage:
                            for p, place in zip(new, found, strict=True))
         return [located[p] for p in points]
 
-    def process(self, feed_name: str, records: Sequence[RawRecord]) -> IngestResult:
+    def process(self, feed_name: str, records: Sequence[Consumed]) -> IngestResult:
+        """``records``: as consumed (aiokafka's records, RawRecords); a record without a
+        value (a tombstone) is rejected as an empty one. Each rejected record goes to the
+        dead letters as a RawRecord."""
         result = IngestResult()
         feed = self.feeds.get(feed_name)
         if feed is None:
             result.dead_letters.extend(
-                DeadLetter(r, feed_name, self.stage, "unknown-feed", f"no parser for {feed_name!r}")
+                DeadLetter(RawRecord.of(r), feed_name, self.stage, "unknown-feed",
+                           f"no parser for {feed_name!r}")
                 for r in records)
             return result
-        accepted: list[tuple[RawRecord, Reading, _Source]] = []
+        accepted: list[tuple[Consumed, Reading, _Source]] = []
         for record in records:
             try:
-                reading = feed.parse(record.value)
+                reading = feed.parse(record.value or b"")
                 accepted.append((record, reading, self._source(reading)))
             except InputRejected as exc:
-                result.dead_letters.append(
-                    DeadLetter(record, feed_name, self.stage, exc.reason, exc.detail, exc.field))
+                result.dead_letters.append(DeadLetter(RawRecord.of(record), feed_name,
+                                                      self.stage, exc.reason, exc.detail,
+                                                      exc.field))
         if not accepted:
             return result
         lons: list[float] = []
@@ -197,7 +202,7 @@ class IngestStage:
                 place = found[0] if found is not None else place
             result.observations.append(Observation(
                 feed=reading.feed, source_id=reading.source_id, source_kind=source.kind,
-                observed_at=reading.observed_at, observed_at_text=reading.observed_at_text,
+                observed_at=reading.observed_at, event=reading.event,
                 lon=x, lat=y, place=place, values=reading.values,
                 exercise=reading.exercise, attrs=reading.attrs,
             ))

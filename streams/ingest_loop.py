@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 
 from onemap.streams.batch_loop import Batch, BatchLoop
 from onemap.streams.context import WorkerContext
-from onemap.streams.deadletter import RawRecord
+from onemap.streams.deadletter import Consumed
 from onemap.streams.health import HealthMonitor
 from onemap.streams.outbox import Outbox
 
@@ -38,16 +38,14 @@ log = logging.getLogger(__name__)
 
 
 
-def by_feed(batch: Mapping[Any, Sequence[Any]], feed_of_topic: Mapping[str, str],
-            ) -> dict[str, list[RawRecord]]:
-    """A fetched batch (partition -> aiokafka records) as raw records per feed, each
-    partition's records in offset order. A record without a value (a tombstone) becomes
-    an empty one: the parser rejects it into the dead letters, with its offset."""
-    out: dict[str, list[RawRecord]] = {}
+def by_feed(batch: Mapping[Any, Sequence[Consumed]], feed_of_topic: Mapping[str, str],
+            ) -> dict[str, list[Consumed]]:
+    """A fetched batch (partition -> aiokafka records) per feed, each partition's records in
+    offset order (as consumed: the stage turns only a rejected one into a RawRecord, and
+    rejects a record without a value, a tombstone, as an empty one, with its offset)."""
+    out: dict[str, list[Consumed]] = {}
     for tp, records in batch.items():
-        feed = feed_of_topic[tp.topic]
-        rows = out.setdefault(feed, [])
-        rows.extend(RawRecord.of(r) for r in records)
+        out.setdefault(feed_of_topic[tp.topic], []).extend(records)
     return out
 
 
@@ -80,7 +78,7 @@ class IngestLoop(BatchLoop):
         return sum(self.process_feed(feed, records, out)
                    for feed, records in by_feed(batch, self.feed_of_topic).items())
 
-    def process_feed(self, feed: str, records: list[RawRecord], out: Outbox) -> int:
+    def process_feed(self, feed: str, records: list[Consumed], out: Outbox) -> int:
         """One feed's records through the pure stage, into ``out``; returns the number of
         observations."""
         self.m.records_in.labels(feed).inc(len(records))

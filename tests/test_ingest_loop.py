@@ -4,16 +4,21 @@ to linger after a short batch."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import NamedTuple, cast
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 
 from onemap.errors import ConfigError
+from onemap.registries import Registries, default_registries_dir
 from onemap.settings import Settings
 from onemap.streams.batch_loop import BatchLoop, next_offsets
 from onemap.streams.context import WorkerContext
+from onemap.streams.deadletter import RawRecord
+from onemap.streams.ingest import IngestStage
 from onemap.streams.ingest_loop import by_feed
 
 
@@ -42,10 +47,17 @@ def test_batch_by_feed_keeps_each_partitions_order_and_where_each_record_came_fr
     assert [(r.topic, r.partition, r.offset) for r in out["cap"]] == [("p.in.cap", 3, 2)]
 
 
-def test_a_tombstone_becomes_an_empty_record_for_the_dead_letters() -> None:
+def test_a_tombstone_becomes_an_empty_record_in_the_dead_letters() -> None:
     tp = TopicPartition("p.in.water", 0)
-    out = by_feed({tp: [Fetched("p.in.water", 0, 5, None, None)]}, {"p.in.water": "water"})
-    assert out["water"][0].value == b"" and out["water"][0].offset == 5
+    out = by_feed({tp: [Fetched("p.in.water", 0, 5, None, None),
+                        *fetched("p.in.water", 0, range(6, 7))]}, {"p.in.water": "water"})
+    stage = IngestStage(lambda lon, lat: [], Registries.load(default_registries_dir()))
+    result = stage.process("water", out["water"])
+    assert not result.observations
+    assert [(d.record, d.reason) for d in result.dead_letters] == [
+        (RawRecord(b"", None, "p.in.water", 0, 5), "invalid-json"),
+        (RawRecord(b"v6", b"k", "p.in.water", 0, 6), "invalid-json")]
+    assert orjson.loads(result.dead_letters[0].to_json(datetime.now(UTC)))["original_b64"] == ""
 
 
 def test_commit_one_past_each_partitions_last_record() -> None:

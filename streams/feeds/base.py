@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from onemap.errors import InputRejected
-from onemap.records import event_time
+from onemap.records import EventTime, event_time
 
 MAX_RECORD_BYTES = 64 * 1024
 
@@ -32,8 +32,8 @@ class Reading:
     exercise: bool = False
     #: Text facts of the record (incident category, status, sensor type); never numbers.
     attrs: dict[str, str] = dataclasses.field(default_factory=dict)
-    #: the text ``observed_at`` was parsed from (records.Observation.observed_at_text)
-    observed_at_text: str = ""
+    #: ``observed_at`` with its seconds and ISO form (records.Observation.event)
+    event: EventTime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +97,13 @@ def _number(value: Any, field: str, low: float, high: float) -> float:
 
 
 def require_time(obj: dict[str, Any], field: str) -> datetime:
-    """An ISO 8601 time with a UTC offset; a naive time is ambiguous and rejected (the
-    check and the parsed time are kept per text: records.event_time)."""
+    """An ISO 8601 time with a UTC offset; a naive time is ambiguous and rejected."""
+    return require_event_time(obj, field).at
+
+
+def require_event_time(obj: dict[str, Any], field: str) -> EventTime:
+    """:func:`require_time` with its seconds and ISO form (kept per text:
+    records.event_time)."""
     value = obj.get(field)
     if value is None:
         raise InputRejected("missing-field", f"field {field!r} is required", field=field)
@@ -106,7 +111,7 @@ def require_time(obj: dict[str, Any], field: str) -> datetime:
         raise InputRejected("bad-time", f"field {field!r} must be an ISO 8601 string",
                             field=field)
     try:
-        return event_time(value).at
+        return event_time(value)
     except ValueError as exc:
         raise InputRejected("bad-time", f"field {field!r} = {value!r:.40} {exc}",
                             field=field) from None

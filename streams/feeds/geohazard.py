@@ -23,8 +23,8 @@ from onemap.streams.feeds.base import (
     optional_choice,
     optional_number,
     optional_position,
+    require_event_time,
     require_str,
-    require_time,
 )
 
 SENSORS = ("gnss", "crack", "inclinometer", "rain_gauge")
@@ -57,8 +57,8 @@ def parse_geohazard(raw: bytes) -> Reading:
                                 field="displacement_mm")
         values["displacement_mm"] = moved
     return Reading(feed="geohazard", source_id=require_str(obj, "point_id"),
-                   observed_at=require_time(obj, "observed_at"),
-                   observed_at_text=obj["observed_at"], values=values, lon=lon,
+                   observed_at=(event := require_event_time(obj, "observed_at")).at,
+                   event=event, values=values, lon=lon,
                    lat=lat, crs=crs, exercise=optional_bool(obj, "exercise"),
                    attrs={"sensor": sensor})
 

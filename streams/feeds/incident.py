@@ -24,8 +24,8 @@ from onemap.streams.feeds.base import (
     optional_choice,
     optional_count,
     optional_position,
+    require_event_time,
     require_str,
-    require_time,
 )
 
 CHANNELS = ("110", "119", "120", "12345", "grid")
@@ -56,8 +56,8 @@ def parse_incident(raw: bytes) -> Reading:
     values = {field: float(optional_count(obj, field))
               for field in ("deaths", "injured", "trapped", "missing")}
     return Reading(feed="incident", source_id=require_str(obj, "incident_id", max_len=80),
-                   observed_at=require_time(obj, "observed_at"),
-                   observed_at_text=obj["observed_at"], values=values, lon=lon,
+                   observed_at=(event := require_event_time(obj, "observed_at")).at,
+                   event=event, values=values, lon=lon,
                    lat=lat, crs=crs, exercise=optional_bool(obj, "exercise"), attrs=attrs)
 
 

@@ -18,9 +18,9 @@ from onemap.streams.feeds.base import (
     decode_object,
     optional_bool,
     optional_position,
+    require_event_time,
     require_number,
     require_str,
-    require_time,
 )
 
 #: Plausible physical bounds: below sea datum by 50 m to 2,000 m above (mountain reservoirs).
@@ -40,7 +40,7 @@ def parse_water(raw: bytes) -> Reading:
     return Reading(
         feed="water",
         source_id=require_str(obj, "station_id"),
-        observed_at=require_time(obj, "observed_at"), observed_at_text=obj["observed_at"],
+        observed_at=(event := require_event_time(obj, "observed_at")).at, event=event,
         values={"level_m": require_number(obj, "level_m", low=LEVEL_RANGE_M[0],
                                           high=LEVEL_RANGE_M[1])},
         lon=lon, lat=lat, crs=crs,

@@ -22,6 +22,7 @@ from onemap.streams.feeds.base import (
     optional_bool,
     optional_number,
     optional_position,
+    require_event_time,
     require_str,
     require_time,
 )
@@ -57,8 +58,8 @@ def parse_weather(raw: bytes) -> Reading:
         raise InputRejected("missing-field", "no measurement: give rain_mm, rain_accum_mm, "
                             "wind_speed_ms or wind_gust_ms", field="rain_mm")
     return Reading(feed="weather", source_id=require_str(obj, "station_id"),
-                   observed_at=require_time(obj, "observed_at"),
-                   observed_at_text=obj["observed_at"], values=values, lon=lon,
+                   observed_at=(event := require_event_time(obj, "observed_at")).at,
+                   event=event, values=values, lon=lon,
                    lat=lat, crs=crs, exercise=optional_bool(obj, "exercise"), attrs=attrs)
 
 
