@@ -37,8 +37,11 @@ class RawRecord:
 
     @classmethod
     def of(cls, record: Any) -> RawRecord:
-        """A consumed record (aiokafka's ``ConsumerRecord`` or faust's message); a
-        tombstone's missing value becomes empty bytes, which no stage accepts."""
+        """A consumed record (aiokafka's ``ConsumerRecord`` or faust's message; a RawRecord
+        is itself); a tombstone's missing value becomes empty bytes, which no stage
+        accepts."""
+        if type(record) is cls:
+            return record
         return cls(record.value if record.value is not None else b"", record.key,
                    record.topic, record.partition, record.offset)
 
