@@ -543,13 +543,18 @@ class RulesStage:
         if carried is None:
             carried = self.carried[key] = {}
         entry = source.entry
+        below_since = st["below_since"]
+        flags = st.setdefault("flags", {})
         for hazard_type, proposed, flag in PROPOSERS[obs.feed](st, entry, rules, current,
                                                                carried):
             now_level = current.get(hazard_type, NO_LEVEL)
-            level, below = settle(proposed, now_level, st["below_since"].get(hazard_type),
+            if proposed == now_level and not flag:  # the common case: settle's answer
+                below_since[hazard_type] = None
+                flags[hazard_type] = flag
+                continue
+            level, below = settle(proposed, now_level, below_since.get(hazard_type),
                                   st["newest"], hold)
-            st["below_since"][hazard_type] = below
-            flags = st.setdefault("flags", {})
+            below_since[hazard_type] = below
             newly_accelerating = flag == "yes" and flags.get(hazard_type) != "yes" \
                 and level > NO_LEVEL
             flags[hazard_type] = flag
