@@ -142,6 +142,10 @@ class Settings:
                 f"expected redis://host:port/db, got {self.redis_url!r}", field="ONEMAP_REDIS")
         if self.partitions < 1 or self.batch_size < 1:
             raise ConfigError("partitions and batch size must be at least 1")
+        if not 0 < self.batch_wait_s <= 10:
+            # faust's take would never hand over a batch smaller than the batch size
+            raise ConfigError(f"expected more than 0 and at most 10 seconds, got "
+                              f"{self.batch_wait_s}", field="ONEMAP_BATCH_WAIT")
         if not 0 <= self.batch_linger_s <= 1:
             raise ConfigError(f"expected 0-1 seconds, got {self.batch_linger_s}",
                               field="ONEMAP_BATCH_LINGER")

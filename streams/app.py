@@ -248,9 +248,16 @@ class Pipeline:
                               partitions=s.partitions)
 
     async def batches(self, stream: faust.StreamT[bytes]) -> AsyncIterator[list[EventT[bytes]]]:
+        """The agent's events in batches: up to ``batch_size``, handed over when that many
+        are buffered or else every ``batch_linger_s`` (at most ``batch_wait_s``; the loops'
+        linger). faust's take wakes at that pace whether events came or not, and an event
+        waits for the next wake: the alerts' stage and the sinks see few records, and each
+        waited up to the whole ``batch_wait_s`` (50 ms) there on its way to the wall and
+        the SMS."""
         s = self.ctx.settings
         concrete = cast(faust.Stream[bytes], stream)
-        async for events in concrete.take_events(s.batch_size, within=s.batch_wait_s):
+        within = max(0.001, min(s.batch_linger_s, s.batch_wait_s))
+        async for events in concrete.take_events(s.batch_size, within=within):
             yield list(events)
 
     async def decode(self, events: list[EventT[bytes]], stage: str,

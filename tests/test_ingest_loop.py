@@ -91,3 +91,12 @@ def test_a_linger_out_of_range_fails_at_start_up_naming_the_variable() -> None:
     with pytest.raises(ConfigError) as failed:
         Settings.from_env({"ONEMAP_BATCH_LINGER": "5"})
     assert failed.value.field == "ONEMAP_BATCH_LINGER"
+
+
+@pytest.mark.parametrize("wait", ["0", "-1", "11"])
+def test_a_batch_wait_out_of_range_fails_at_start_up_naming_the_variable(wait: str) -> None:
+    """(faust's take with no wait would hold a short batch until the batch size is reached:
+    at the alerts' rates, for ever)"""
+    with pytest.raises(ConfigError) as failed:
+        Settings.from_env({"ONEMAP_BATCH_WAIT": wait})
+    assert failed.value.field == "ONEMAP_BATCH_WAIT"
