@@ -249,15 +249,12 @@ class Pipeline:
 
     async def batches(self, stream: faust.StreamT[bytes]) -> AsyncIterator[list[EventT[bytes]]]:
         """The agent's events in batches: up to ``batch_size``, handed over when that many
-        are buffered or else every ``batch_linger_s`` (at most ``batch_wait_s``; the loops'
-        linger). faust's take wakes at that pace whether events came or not, and an event
-        waits for the next wake: the alerts' stage and the sinks see few records, and each
-        waited up to the whole ``batch_wait_s`` (50 ms) there on its way to the wall and
-        the SMS."""
+        are buffered or else every ``batch_wait_s``. (Every ``batch_linger_s`` instead, so
+        that the few records of these agents wait less for the next wake, was tried and
+        measured no faster: benchmarks/results/pipeline-ab-agent-linger-*.md.)"""
         s = self.ctx.settings
         concrete = cast(faust.Stream[bytes], stream)
-        within = max(0.001, min(s.batch_linger_s, s.batch_wait_s))
-        async for events in concrete.take_events(s.batch_size, within=within):
+        async for events in concrete.take_events(s.batch_size, within=s.batch_wait_s):
             yield list(events)
 
     async def decode(self, events: list[EventT[bytes]], stage: str,
