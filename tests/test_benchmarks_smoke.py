@@ -195,6 +195,27 @@ def test_stages_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     assert w["state_writes"] > 0 and res["pure_total"]["us_per_record"] > 0
 
 
+def test_stages_benchmark_counts_instructions_under_callgrind(tmp_path: Path) -> None:
+    """``bench_stages --instructions``: the rows run under valgrind's callgrind, each
+    counted on its own (benchmarks/callgrind.py switches collection on around it)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_stages", "--quick", "--instructions",
+         "--records", "300", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| stage | what | instructions/record | × baseline |" in proc.stdout
+    res = json.loads((tmp_path / "stages.json").read_text(encoding="utf-8"))
+    assert res["measure"] == "instructions (callgrind)" and res["workload"]["records"] == 300
+    counts = {s["stage"]: s["instructions_per_record"] for s in res["stages"]}
+    assert list(counts) == ["baseline", "ingest", "decode", "rules", "state split"]
+    # each row its own count: a json.loads of a small record is thousands of instructions,
+    # the whole warm-up (uncounted) would be billions per record
+    assert all(1_000 < n < 10_000_000 for n in counts.values()), counts
+    assert counts["rules"] > counts["baseline"]
+    assert res["pure_total"]["instructions_per_record"] == pytest.approx(
+        sum(n for stage, n in counts.items() if stage != "baseline"), abs=5)
+
+
 def test_stages_ablation_runs_every_variant(tmp_path: Path) -> None:
     """``bench_stages_ablation --quick``: today's code and each variant with one change
     undone are measured and written (timings are not asserted)."""
