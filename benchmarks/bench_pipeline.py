@@ -1007,21 +1007,25 @@ def targets(groups: list[dict[str, Any]]) -> list[dict[str, str]]:
                 f"group), {per_cpu:,.0f} per CPU-second",
                 "verdict": "met" if per_cpu >= TARGET_PER_WORKER
                 else f"**missed by {TARGET_PER_WORKER / max(per_cpu, 1):.1f}×**"})
+    target = f"p99 < {TARGET_P99_S * 1000:.0f} ms at {TARGET_P99_RATE:,.0f} rec/s"
+    # per worker: one worker's step decides; larger groups sharing the rate are reported
+    shared = [f"p99 {_fmt(s['latency_p99_ms'], 1)} ms with {g['workers']} workers sharing it"
+              + ("" if s["flat"] else " (not flat)")
+              for g in groups if g is not one
+              for s in g["steps"] if s.get("rate") == TARGET_P99_RATE and "skipped" not in s]
     step = next((s for s in one["steps"] if s.get("rate") == TARGET_P99_RATE
                  and "skipped" not in s), None)
     if step is None:
-        out.append({"target": f"p99 < {TARGET_P99_S * 1000:.0f} ms at "
-                    f"{TARGET_P99_RATE:,.0f} rec/s",
-                    "measured": "not measurable: above one worker's capacity",
-                    "verdict": "**missed**"})
+        measured = "not measurable: above one worker's capacity"
+        ok = False
     else:
         p99 = step["latency_p99_ms"]
         ok = p99 is not None and p99 < TARGET_P99_S * 1000 and step["flat"]
-        out.append({"target": f"p99 < {TARGET_P99_S * 1000:.0f} ms at "
-                    f"{TARGET_P99_RATE:,.0f} rec/s",
-                    "measured": f"p99 {_fmt(p99, 1)} ms ({one['workers']} worker(s))",
-                    "verdict": "met" if ok
-                    else "**missed**"})
+        measured = (f"p99 {_fmt(p99, 1)} ms ({one['workers']} worker(s)"
+                    + (", profiled" if one.get("profile") else "") + ")"
+                    + ("" if step["flat"] else ", not flat"))
+    out.append({"target": target, "measured": "; ".join([measured, *shared]),
+                "verdict": "met" if ok else "**missed**"})
     return out
 
 
