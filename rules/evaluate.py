@@ -127,8 +127,13 @@ def settle(candidate: WarningLevel, current: WarningLevel, below_since: float | 
 Evaluator = Callable[[dict[str, Any], Any, RuleBook, dict[str, WarningLevel]], list[Candidate]]
 
 
+#: the series of a value a source never reported: shared, never changed (the rules only
+#: read the series they are given)
+_EMPTY: Series = []
+
+
 def _series(st: dict[str, Any], name: str) -> Series:
-    series: Series = st["series"].get(name, [])
+    series: Series = st["series"].get(name, _EMPTY)
     return series
 
 
@@ -234,17 +239,14 @@ def _propose_weather(st: dict[str, Any], source: Any, book: RuleBook,
     if "wind_mean" in series or "wind_gust" in series:
         window = limits.wind_window_s
         mean_floor, gust_floor = limits.wind_mean_floor_ms, limits.wind_gust_floor_ms
-        mean = _bounded_max(carried, "wind_mean_bound", series.get("wind_mean", _EMPTY),
-                            newest, window, floor=mean_floor)
-        gust = _bounded_max(carried, "wind_gust_bound", series.get("wind_gust", _EMPTY),
-                            newest, window, floor=gust_floor)
+        mean = _bounded_max(carried, "wind_mean_bound", _series(st, "wind_mean"), newest,
+                            window, floor=mean_floor)
+        gust = _bounded_max(carried, "wind_gust_bound", _series(st, "wind_gust"), newest,
+                            window, floor=gust_floor)
         level = NO_LEVEL if mean < mean_floor and gust < gust_floor \
             else wind_reached(mean, gust, book.wind)
         out.append(("wind", level, ""))
     return out
-
-
-_EMPTY: Series = []
 
 
 def _bounded_max(carried: dict[str, Any], name: str, series: Series, end: float,
@@ -303,8 +305,8 @@ class Source(NamedTuple):
 
 @per_object(maxsize=100_000)
 def _registered(entry: Any) -> Source:
-    """A registry entry's facts, read once per entry (attributes of a pydantic model go
-    through its ``__getattr__`` hook; the entries do not change, a reload makes new ones)."""
+    """A registry entry's facts, read once per entry (the entries do not change, a reload
+    makes new ones), so that a reading costs one lookup instead of a new Source."""
     return Source(entry, str(entry.name), float(entry.expected_interval_s))
 
 

@@ -42,9 +42,11 @@ RULE_MODELS: dict[str, type[RuleModel]] = {
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
     """The numbers of a rule set that the rules stage reads at every reading, as plain
-    floats. Reading them off the pydantic rule models goes through the models'
-    ``__getattr__`` hook (~1,500 instructions each), and a weather reading read a dozen:
-    12 % of the rules stage's instructions (``bench_stages --instructions``)."""
+    floats computed once per rule set: the derived ones (a rule's longest window, its
+    lowest bounds) scanned every colour of the rule at every reading, the others were a
+    chain of attribute reads off the rule models. (The ~10 % of the stage's instructions
+    in ``slot_tp_getattr_hook`` that ``bench_stages --instructions`` showed were mostly
+    Enum members read off their classes: rules/windows.py ``IN_ORDER``.)"""
 
     lateness_s: float
     history_s: float
