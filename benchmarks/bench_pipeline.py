@@ -333,16 +333,28 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
+#: the hops of an alert's latency, from the records' broker timestamps (CreateTime: when
+#: the stage handed the record to its producer) and the driver's wall clock
+HOPS = ("feed → hazard", "hazard → alert", "alert → read")
+
+
 class Driver:
     """Produces the workload with aiokafka (batches per partition, murmur2 like the Java
-    client), reads ``onemap.alerts`` back and matches each alert to its reading."""
+    client), reads ``onemap.alerts`` back and matches each alert to its reading; reads
+    ``onemap.hazards`` too, to split each latency into :data:`HOPS` (ingest and rules; the
+    alert lifecycle; the alert's way back to a reader)."""
 
     def __init__(self, bootstrap: str, prefix: str, workload: Workload) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.workload = workload
-        self.sent_at: dict[tuple[str, float], float] = {}
+        #: per reading (source, event seconds): the monotonic and the wall-clock send time
+        self.sent_at: dict[tuple[str, float], tuple[float, float]] = {}
+        #: per reading: the broker timestamp of its first hazard record
+        self.hazard_at: dict[tuple[str, float], float] = {}
         self.latencies: list[float] = []
+        #: per matched alert: seconds spent in each of :data:`HOPS`
+        self.hops: list[tuple[float, float, float]] = []
         self.alerts_seen = 0
         self.unmatched = 0
         self.produced = 0
@@ -376,27 +388,37 @@ class Driver:
 
     async def _assign_alerts(self) -> None:
         from aiokafka import TopicPartition
-        topic = f"{self.prefix}.alerts"
-        parts = sorted(await self.producer.partitions_for(topic))
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = []
+        for topic in (f"{self.prefix}.alerts", f"{self.prefix}.hazards"):
+            parts = sorted(await self.producer.partitions_for(topic))
+            tps += [TopicPartition(topic, p) for p in parts]
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)
 
     async def _read_alerts(self) -> None:
+        alerts = f"{self.prefix}.alerts"
         while True:
             batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
-            now = time.monotonic()
-            for messages in batches.values():
+            now, wall = time.monotonic(), time.time()
+            for tp, messages in batches.items():
+                if tp.topic != alerts:
+                    for m in messages:
+                        self.hazard_at.setdefault(reading_of(json.loads(m.value)),
+                                                  m.timestamp / 1000)
+                    continue
                 for m in messages:
                     self.alerts_seen += 1
-                    hazard = json.loads(m.value)["hazard"]
-                    key = (hazard["source_id"],
-                           datetime.fromisoformat(hazard["observed_at"]).timestamp())
+                    key = reading_of(json.loads(m.value)["hazard"])
                     sent = self.sent_at.get(key)
                     if sent is None:
                         self.unmatched += 1
-                    else:
-                        self.latencies.append(now - sent)
+                        continue
+                    self.latencies.append(now - sent[0])
+                    hazard_at = self.hazard_at.get(key)
+                    if hazard_at is not None:
+                        alert_at = m.timestamp / 1000
+                        self.hops.append((hazard_at - sent[1], alert_at - hazard_at,
+                                          wall - alert_at))
 
     async def send(self, records: Sequence[Record], track: bool) -> list[asyncio.Future[Any]]:
         """Hand ``records`` to the producer in one batch per partition; with ``track`` each
@@ -407,7 +429,7 @@ class Driver:
             parts = self._partitions[topic]
             p = self.partitioner(r.key, parts, parts)
             by_tp.setdefault((topic, p), []).append(r)
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         futures: list[asyncio.Future[Any]] = []
         for (topic, p), rs in by_tp.items():
             batch = self.producer.create_batch()
@@ -419,7 +441,7 @@ class Driver:
             futures.append(await self.producer.send_batch(batch, topic, partition=p))
         if track:
             for r in records:  # every reading: a "resolved" alert comes of a normal one
-                self.sent_at[(r.source_id, r.event_s)] = now
+                self.sent_at[(r.source_id, r.event_s)] = (now, wall)
         self.produced += len(records)
         return futures
 
@@ -432,6 +454,23 @@ class Driver:
             futures += await self.send(records[i:i + 5000], track=False)
         await asyncio.gather(*futures)
         return time.monotonic() - started
+
+
+def reading_of(hazard: dict[str, Any]) -> tuple[str, float]:
+    """The reading a hazard record (or an alert's hazard) came of: (source, event seconds)."""
+    return hazard["source_id"], datetime.fromisoformat(hazard["observed_at"]).timestamp()
+
+
+def hop_percentiles(hops: Sequence[tuple[float, ...]]) -> dict[str, dict[str, float | None]]:
+    """p50 / p99 / max milliseconds of each of :data:`HOPS` (each hop on its own: the
+    alerts at a hop's p99 need not be those at the total's)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for i, hop in enumerate(HOPS):
+        values = [h[i] for h in hops]
+        out[hop] = {q: (round(v * 1000, 1) if v is not None else None) for q, v in (
+            ("p50_ms", percentile(values, 50)), ("p99_ms", percentile(values, 99)),
+            ("max_ms", max(values) if values else None))}
+    return out
 
 
 class Group:
@@ -529,7 +568,9 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
                     capacity: float) -> dict[str, Any]:
     """Offer ``rate`` records/s for ``duration_s``; backlog trend and latency."""
     driver.sent_at.clear()
+    driver.hazard_at.clear()
     driver.latencies = []
+    driver.hops = []
     driver.unmatched = 0
     base = await asyncio.to_thread(group.processed)
     produced0 = driver.produced
@@ -583,6 +624,7 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
         "latency_p50_ms": round(p50 * 1000, 1) if p50 is not None else None,
         "latency_p99_ms": round(p99 * 1000, 1) if p99 is not None else None,
         "latency_max_ms": round(max(lat) * 1000, 1) if lat else None,
+        "hops": hop_percentiles(driver.hops),
         "worker_cpu_share": round(cpu_during / duration_s / len(group.workers), 3),
         "loadavg": load,
     }
@@ -784,6 +826,8 @@ class Plan:
     rates: list[float]
     step_s: float
     steps: bool = True  # False: capacity only (quick A/Bs of a change), no rate steps
+    #: also step at these shares of the measured capacity (the highest flat rate's search)
+    capacity_shares: tuple[float, ...] = (0.5, 0.8)
 
 
 def plan_for(quick: bool) -> Plan:
@@ -840,7 +884,7 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                 f"worker CPU {cap['worker_cpu_s']} s in {cap['elapsed_s']} s, load "
                 f"{cap['loadavg']}")
             rates = sorted({*plan.rates, *(float(max(10.0, round(f * capacity, -1)))
-                                           for f in (0.5, 0.8)),
+                                           for f in plan.capacity_shares),
                             *([profile_rate] if profile_rate else [])}) if plan.steps else []
             steps: list[dict[str, Any]] = []
             for rate in rates:
@@ -862,7 +906,9 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                 say(f"  {rate:,.0f} rec/s: achieved {step['achieved_rate']:,.0f}, backlog "
                     f"growth {step['backlog_growth_per_s']:+,.0f}/s "
                     f"({'flat' if step['flat'] else 'GROWING'}), {step['alerts']} alerts, "
-                    f"p50 {step['latency_p50_ms']} ms, p99 {step['latency_p99_ms']} ms, "
+                    f"p50 {step['latency_p50_ms']} ms, p99 {step['latency_p99_ms']} ms ("
+                    + ", ".join(f"{h} {v['p50_ms']}/{v['p99_ms']}"
+                                for h, v in step["hops"].items()) + "), "
                     f"load {step['loadavg']}")
         out.update({"warmup": warm, "capacity": cap, "steps": steps,
                     "capacity_records_per_s": capacity,
@@ -958,6 +1004,16 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{s['backlog_at_end']:,} | {s['alerts']} | {_fmt(s['latency_p50_ms'], 1)} | "
                 f"{_fmt(s['latency_p99_ms'], 1)} | {_fmt(s['latency_max_ms'], 1)} | "
                 f"{s['worker_cpu_share']:.2f} | {s['loadavg']} |")
+    lines += ["", "Where each alert's latency went, by hop (broker timestamps: when a stage handed "
+              "the record to its producer; p50 / p99 ms of each hop on its own):", "",
+              "| workers | offered rec/s | " + " | ".join(HOPS) + " |",
+              "| ---: | ---: |" + " ---: |" * len(HOPS)]
+    for g in res["groups"]:
+        for s in g["steps"]:
+            if s.get("hops"):
+                lines.append(f"| {g['workers']} | {s['rate']:,.0f} | " + " | ".join(
+                    f"{_fmt(s['hops'][h]['p50_ms'], 1)} / {_fmt(s['hops'][h]['p99_ms'], 1)}"
+                    for h in HOPS) + " |")
     lines += ["", "## Targets (issue 7), per worker on one core", "",
               "| target | measured | verdict |", "| --- | --- | --- |"]
     for t in res["targets"]:
@@ -1037,6 +1093,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from onemap.embedded import free_port, start_broker, start_redis, stop
     plan = plan_for(args.quick)
     plan.steps = not args.capacity_only
+    if args.rates:
+        plan.rates = [float(x) for x in args.rates.split(",")]
+        plan.capacity_shares = ()
     sizes = [int(x) for x in args.workers.split(",")]
     res: dict[str, Any] = {"date": datetime.now(CST).replace(microsecond=0).isoformat(),
                            "quick": args.quick, "machine": machine(),
@@ -1046,7 +1105,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                        "weather": sum(s.feed == "weather" for s in srcs),
                        "alert_fraction": args.alert_fraction, "step_s": STEP_S,
                        "prelude": str(args.prelude) if args.prelude else None,
-                       "capacity_only": args.capacity_only,
+                       "capacity_only": args.capacity_only, "rates": args.rates,
                        "profile_rate": args.profile_rate,
                        "partitions": PARTITIONS}
     say(f"pipeline benchmark: {res['machine']['cpu_count']} CPUs, load {res['loadavg_start']}")
@@ -1093,6 +1152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "change applied by monkeypatching); recorded in the results")
     parser.add_argument("--capacity-only", action="store_true",
                         help="warm-up and capacity drain only, no rate steps (A/B runs)")
+    parser.add_argument("--rates",
+                        help="rate steps in records/s, e.g. 5000 (default: 500, 2,000, "
+                        "5,000 and 0.5 and 0.8 of the measured capacity)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="run the sampling profile (default: on unless --quick)")
     parser.add_argument("--profile-rate", type=float,

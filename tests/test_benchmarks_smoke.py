@@ -128,6 +128,15 @@ def test_pipeline_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     assert run and all(s["produced"] > 0 and s["drained_after"] for s in run)
     # readings that cross a threshold made alerts, matched back to their readings
     assert sum(s["alerts"] for s in run) > 0
+    # ... and each alert's latency split into its hops through the hazard record
+    for s in run:
+        hops = s["hops"]
+        assert set(hops) == set(bench_pipeline.HOPS)
+        if s["alerts"]:
+            assert all(h["p50_ms"] is not None and h["p50_ms"] <= h["p99_ms"] <= h["max_ms"]
+                       for h in hops.values())
+    assert "| feed → hazard | hazard → alert | alert → read |" in (
+        tmp_path / "pipeline.md").read_text()
     assert group["profile"]["samples"] > 0 and group["profile"]["by_stage"]
     assert group["profile"]["during"].startswith("3 s at 200 rec/s offered")
     assert "during 3 s at 200 rec/s offered" in (tmp_path / "pipeline.md").read_text()
