@@ -699,6 +699,7 @@ _STAGES = {"IngestLoop.process": "ingest", "RulesLoop.process": "rules",
            "Pipeline.refresh_silences": "lifecycle",
            # before the batch loops (for A/B preludes of older code)
            "ingest_batch": "ingest", "rules_agent": "rules", "check_silence": "silence check"}
+UNSTAGED = "faust/aiokafka (no stage of ours on the stack)"
 #: the innermost Python frame of a thread that waits (no CPU)
 _IDLE = {("selectors.py", "select"), ("threading.py", "wait"), ("queue.py", "get"),
          ("threading.py", "_wait_for_tstate_lock"), ("socketserver.py", "serve_forever"),
@@ -730,6 +731,8 @@ class Sampler:
         self.by_lib: Counter[str] = Counter()
         self.by_stage: Counter[str] = Counter()
         self.by_thread: Counter[str] = Counter()
+        #: samples with no stage of ours: the task or callback the event loop was running
+        self.unstaged: Counter[str] = Counter()
         self.samples = 0
         self._stop = threading.Event()
 
@@ -762,9 +765,15 @@ class Sampler:
         self.by_lib[library(top.co_filename)] += 1
         seen: set[str] = set()
         stage = None
+        root = None  # the outermost frame the event loop called (a task's coroutine, a callback)
+        in_loop = True
         f = frame
         while f is not None:
             code = f.f_code
+            if code.co_name == "_run" and code.co_filename.endswith("asyncio/events.py"):
+                in_loop = False  # below: the event loop and whatever started it
+            elif in_loop and code.co_name != "__step":
+                root = code
             if code.co_filename.startswith(_OURS):
                 key = f"{library(code.co_filename)}:{code.co_qualname}"
                 if key not in seen:
@@ -774,20 +783,25 @@ class Sampler:
                     stage = _STAGES.get(getattr(code, "co_qualname", code.co_name)) \
                         or _STAGES.get(code.co_name)
             f = f.f_back
-        self.by_stage[stage or "faust/aiokafka (no stage of ours on the stack)"] += 1
+        self.by_stage[stage or UNSTAGED] += 1
+        if stage is None:
+            self.unstaged[f"{library(root.co_filename)}:{root.co_qualname}"
+                          if root is not None else thread] += 1
 
     def dump(self) -> None:
         data = {"interval_s": self.interval_s, "samples": self.samples,
                 "by_thread": dict(self.by_thread), "by_library": dict(self.by_lib),
                 "by_stage": dict(self.by_stage),
                 "self_top": self.self_fn.most_common(40),
-                "inclusive_ours_top": self.incl_fn.most_common(40)}
+                "inclusive_ours_top": self.incl_fn.most_common(40),
+                "unstaged_top": self.unstaged.most_common(25)}
         tmp = self.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, ensure_ascii=False))
         tmp.replace(self.out)
 
     def reset(self) -> None:
-        for c in (self.self_fn, self.incl_fn, self.by_lib, self.by_stage, self.by_thread):
+        for c in (self.self_fn, self.incl_fn, self.by_lib, self.by_stage, self.by_thread,
+                  self.unstaged):
             c.clear()
         self.samples = 0
 
@@ -1041,6 +1055,11 @@ def profile_markdown(prof: dict[str, Any]) -> list[str]:
     out += ["", "| stage on the stack (innermost of ours) | share |", "| --- | ---: |"]
     for k, v in sorted(prof["by_stage"].items(), key=lambda kv: -kv[1]):
         out.append(f"| {k} | {v / total:.1%} |")
+    if prof.get("unstaged_top"):
+        out += ["", f"| {UNSTAGED}: the task or callback the event loop ran | share |",
+                "| --- | ---: |"]
+        for k, v in prof["unstaged_top"][:15]:
+            out.append(f"| `{k}` | {v / total:.1%} |")
     out += ["", "| library of the running frame (self time) | share |", "| --- | ---: |"]
     for k, v in sorted(prof["by_library"].items(), key=lambda kv: -kv[1])[:20]:
         out.append(f"| {k} | {v / total:.1%} |")
