@@ -1018,16 +1018,16 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{s['backlog_at_end']:,} | {s['alerts']} | {_fmt(s['latency_p50_ms'], 1)} | "
                 f"{_fmt(s['latency_p99_ms'], 1)} | {_fmt(s['latency_max_ms'], 1)} | "
                 f"{s['worker_cpu_share']:.2f} | {s['loadavg']} |")
-    lines += ["", "Where each alert's latency went, by hop (broker timestamps: when a stage handed "
-              "the record to its producer; p50 / p99 ms of each hop on its own):", "",
-              "| workers | offered rec/s | " + " | ".join(HOPS) + " |",
-              "| ---: | ---: |" + " ---: |" * len(HOPS)]
-    for g in res["groups"]:
-        for s in g["steps"]:
-            if s.get("hops"):
-                lines.append(f"| {g['workers']} | {s['rate']:,.0f} | " + " | ".join(
-                    f"{_fmt(s['hops'][h]['p50_ms'], 1)} / {_fmt(s['hops'][h]['p99_ms'], 1)}"
-                    for h in HOPS) + " |")
+    split = [(g["workers"], s) for g in res["groups"] for s in g["steps"] if s.get("hops")]
+    if split:
+        lines += ["", "Where each alert's latency went, by hop (broker timestamps: when a stage "
+                  "handed the record to its producer; p50 / p99 ms of each hop on its own):", "",
+                  "| workers | offered rec/s | " + " | ".join(HOPS) + " |",
+                  "| ---: | ---: |" + " ---: |" * len(HOPS)]
+        for workers, s in split:
+            lines.append(f"| {workers} | {s['rate']:,.0f} | " + " | ".join(
+                f"{_fmt(s['hops'][h]['p50_ms'], 1)} / {_fmt(s['hops'][h]['p99_ms'], 1)}"
+                for h in HOPS) + " |")
     lines += ["", "## Targets (issue 7), per worker on one core", "",
               "| target | measured | verdict |", "| --- | --- | --- |"]
     for t in res["targets"]:
