@@ -61,6 +61,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -689,16 +690,19 @@ async def baseline(bootstrap: str, prefix: str, workload: Workload, n: int) -> d
 # -- the sampling profiler (runs inside a worker) --------------------------------------------------
 
 _OURS = tuple(f"{REPO / part}/" for part in ("streams", "rules", "geo", "sinks", "onemap"))
-#: our functions that a sample is attributed to (innermost wins)
-_STAGES = {"IngestLoop.process": "ingest", "RulesLoop.process": "rules",
-           "RulesLoop.assigned": "rules (restoring state)",
-           "BatchLoop.turn": "batch loops' own aiokafka work (fetch, send, flush, commit)",
-           "Pipeline.lifecycle_agent": "lifecycle", "deliver_until_done": "sinks",
-           "deliver": "sinks", "HealthMonitor.tick": "health",
-           "RulesLoop.idle": "silence check", "Pipeline.reload_rules": "rule reload",
-           "Pipeline.refresh_silences": "lifecycle",
+#: our functions that a sample is attributed to (innermost wins), by file and function name
+#: (py-spy names a method after its ``self``'s class: RulesLoop.turn, not BatchLoop.turn)
+_STAGES = {("ingest_loop.py", "process"): "ingest", ("rules_loop.py", "process"): "rules",
+           ("rules_loop.py", "assigned"): "rules (restoring state)",
+           ("batch_loop.py", "turn"):
+               "batch loops' own aiokafka work (fetch, send, flush, commit)",
+           ("app.py", "lifecycle_agent"): "lifecycle", ("app.py", "deliver_until_done"): "sinks",
+           ("app.py", "deliver"): "sinks", ("health.py", "tick"): "health",
+           ("rules_loop.py", "idle"): "silence check", ("app.py", "reload_rules"): "rule reload",
+           ("app.py", "refresh_silences"): "lifecycle",
            # before the batch loops (for A/B preludes of older code)
-           "ingest_batch": "ingest", "rules_agent": "rules", "check_silence": "silence check"}
+           ("app.py", "ingest_batch"): "ingest", ("app.py", "rules_agent"): "rules",
+           ("app.py", "check_silence"): "silence check"}
 UNSTAGED = "faust/aiokafka (no stage of ours on the stack)"
 #: the innermost Python frame of a thread that waits (no CPU)
 _IDLE = {("selectors.py", "select"), ("threading.py", "wait"), ("queue.py", "get"),
@@ -755,49 +759,60 @@ class Sampler:
                 last_dump = time.monotonic()
 
     def take(self, thread: str, frame: Any) -> None:
-        top = frame.f_code
-        leaf = (top.co_filename.rsplit("/", 1)[-1], top.co_name)
-        if leaf in _IDLE:
-            self.by_thread[f"{thread} (idle)"] += 1
+        frames: list[tuple[str, str]] = []
+        f = frame
+        while f is not None:
+            code = f.f_code
+            frames.append((code.co_filename, code.co_qualname))
+            f = f.f_back
+        self.tally(thread, frames)
+
+    def tally(self, thread: str, frames: Sequence[tuple[str, str]], weight: int = 1) -> None:
+        """``weight`` samples of one stack: ``frames`` innermost first, as (file name,
+        qualified function name)."""
+        if not frames:
             return
-        self.by_thread[thread] += 1
-        self.self_fn[f"{library(top.co_filename)}:{top.co_name}"] += 1
-        self.by_lib[library(top.co_filename)] += 1
+        filename, name = frames[0]
+        if (filename.rsplit("/", 1)[-1], name.rsplit(".", 1)[-1]) in _IDLE:
+            self.by_thread[f"{thread} (idle)"] += weight
+            return
+        self.by_thread[thread] += weight
+        self.self_fn[f"{library(filename)}:{name.rsplit('.', 1)[-1]}"] += weight
+        self.by_lib[library(filename)] += weight
         seen: set[str] = set()
         stage = None
         root = None  # the outermost frame the event loop called (a task's coroutine, a callback)
         in_loop = True
-        f = frame
-        while f is not None:
-            code = f.f_code
-            if code.co_name == "_run" and code.co_filename.endswith("asyncio/events.py"):
+        for filename, name in frames:
+            short = name.rsplit(".", 1)[-1]
+            if short == "_run" and filename.endswith("asyncio/events.py"):
                 in_loop = False  # below: the event loop and whatever started it
-            elif in_loop and code.co_name != "__step":
-                root = code
-            if code.co_filename.startswith(_OURS):
-                key = f"{library(code.co_filename)}:{code.co_qualname}"
+            elif in_loop and short != "__step":
+                root = (filename, name)
+            if filename.startswith(_OURS):
+                key = f"{library(filename)}:{name}"
                 if key not in seen:
                     seen.add(key)
-                    self.incl_fn[key] += 1
-                if stage is None:  # by qualified name (Python 3.11+), else by name
-                    stage = _STAGES.get(getattr(code, "co_qualname", code.co_name)) \
-                        or _STAGES.get(code.co_name)
-            f = f.f_back
-        self.by_stage[stage or UNSTAGED] += 1
+                    self.incl_fn[key] += weight
+                if stage is None:
+                    stage = _STAGES.get((filename.rsplit("/", 1)[-1], short))
+        self.by_stage[stage or UNSTAGED] += weight
         if stage is None:
-            self.unstaged[f"{library(root.co_filename)}:{root.co_qualname}"
-                          if root is not None else thread] += 1
+            self.unstaged[f"{library(root[0])}:{root[1]}" if root is not None
+                          else thread] += weight
 
     def dump(self) -> None:
-        data = {"interval_s": self.interval_s, "samples": self.samples,
+        tmp = self.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data(), ensure_ascii=False))
+        tmp.replace(self.out)
+
+    def data(self) -> dict[str, Any]:
+        return {"interval_s": self.interval_s, "samples": self.samples,
                 "by_thread": dict(self.by_thread), "by_library": dict(self.by_lib),
                 "by_stage": dict(self.by_stage),
                 "self_top": self.self_fn.most_common(40),
                 "inclusive_ours_top": self.incl_fn.most_common(40),
                 "unstaged_top": self.unstaged.most_common(25)}
-        tmp = self.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False))
-        tmp.replace(self.out)
 
     def reset(self) -> None:
         for c in (self.self_fn, self.incl_fn, self.by_lib, self.by_stage, self.by_thread,
@@ -856,21 +871,28 @@ def plan_for(quick: bool) -> Plan:
 async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, plan: Plan,
                     alert_fraction: float, broker_pid: int, profile: bool,
                     prelude: Path | None, say: Callable[[str], None],
-                    profile_rate: float | None = None) -> dict[str, Any]:
+                    profile_rate: float | None = None,
+                    profiler: str = "py-spy") -> dict[str, Any]:
     """Start ``size`` workers in a new group; warm up; capacity; rate steps. With
-    ``profile`` the first worker runs under the sampler and its profile covers the capacity
-    drain, or the rate step at ``profile_rate`` if given."""
+    ``profile`` the first worker is sampled (by py-spy, or by the in-process
+    :class:`Sampler` if ``profiler`` is "sampler") and its profile covers the capacity drain,
+    or the rate step at ``profile_rate`` if given."""
     from onemap.embedded import free_port, stop
     prefix = f"bp{size}w{int(time.time()) % 100_000}"
     workers: list[WorkerProc] = []
     profile_out = tmp / f"{prefix}-profile.json"
+    in_process = profile and profiler == "sampler"
     try:
         for i in range(size):
             data = tmp / f"{prefix}-{i}"
             workers.append(start_worker(
                 worker_env(bootstrap, redis_url, data, prefix, free_port()), data,
-                profile_out=profile_out if profile and i == 0 else None, prelude=prelude))
+                profile_out=profile_out if in_process and i == 0 else None, prelude=prelude))
         wait_settled(workers)
+        sampled: InProcessProfile | PySpyProfile = (
+            InProcessProfile(profile_out) if in_process else
+            PySpyProfile(py_spy() or "py-spy", workers[0].proc.pid,
+                         tmp / f"{prefix}-py-spy.txt"))
         group = Group(workers)
         say(f"  {size} worker(s) ready (group settled){' [profiled]' if profile else ''}, "
             f"load {loadavg()}")
@@ -886,11 +908,11 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                                                     plan.drain_s * warm["records_per_s"])))
             drain_profiled = profile and profile_rate is None
             if drain_profiled:
-                await _profile_from(profile_out)
+                await sampled.start()
             cap = await drain(driver, group, backlog, expected_rate=warm["records_per_s"],
                               broker_pid=broker_pid)
             if drain_profiled:
-                out["profile"] = {**await _profile_read(profile_out), "drain": cap,
+                out["profile"] = {**await sampled.read(), "drain": cap,
                                   "during": f"the capacity drain of {backlog:,} records"}
             capacity = float(cap["steady_records_per_s"] or cap["records_per_s"])
             say(f"  capacity (drain of {backlog:,}): {capacity:,.0f} rec/s steady, "
@@ -908,11 +930,11 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                     continue
                 step_profiled = profile and rate == profile_rate
                 if step_profiled:
-                    await _profile_from(profile_out)
+                    await sampled.start()
                 step = await rate_step(driver, group, rate, plan.step_s, capacity)
                 if step_profiled:
                     out["profile"] = {
-                        **await _profile_read(profile_out),
+                        **await sampled.read(),
                         "drain": {"records_per_s": step["achieved_rate"]},
                         "during": f"{plan.step_s:.0f} s at {rate:,.0f} rec/s offered "
                                   f"(worker CPU {step['worker_cpu_share']:.0%} of a core)"}
@@ -932,16 +954,92 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
         stop([w.proc for w in workers])
 
 
-async def _profile_from(profile_out: Path) -> None:
-    """The sampler's tallies start again now (the profile covers what follows)."""
-    profile_out.with_suffix(".reset").touch()
-    await asyncio.sleep(0.1)
+class InProcessProfile:
+    """The worker's own :class:`Sampler` (started with it): a reset, later its last dump."""
+
+    name = "the in-process sampler (a thread of the worker, 4 ms, switch interval 0.2 ms)"
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    async def start(self) -> None:
+        """The sampler's tallies start again now (the profile covers what follows)."""
+        self.out.with_suffix(".reset").touch()
+        await asyncio.sleep(0.1)
+
+    async def read(self) -> dict[str, Any]:
+        await asyncio.sleep(1.5)  # the sampler's next dump
+        prof: dict[str, Any] = json.loads(self.out.read_text())
+        return {**prof, "profiler": self.name}
 
 
-async def _profile_read(profile_out: Path) -> dict[str, Any]:
-    await asyncio.sleep(1.5)  # the sampler's next dump
-    prof: dict[str, Any] = json.loads(profile_out.read_text())
-    return prof
+def py_spy() -> str | None:
+    """py-spy's executable (beside this Python's, else on PATH), if installed."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+class PySpyProfile:
+    """py-spy sampling the worker from outside (``py-spy record --nonblocking``): every
+    thread's stack at ``rate`` Hz without the GIL, so a sample is not biased toward the
+    moments the worker releases it (a system call), as an in-process sampler's are. The
+    stacks are tallied as :class:`Sampler` tallies its own."""
+
+    def __init__(self, executable: str, pid: int, out: Path, rate: int = 250) -> None:
+        self.executable = executable
+        self.pid = pid
+        self.out = out
+        self.rate = rate
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"py-spy (--nonblocking, {self.rate} Hz, from outside the worker)"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.executable, "record", "--pid", str(self.pid), "--rate", str(self.rate),
+             "--format", "raw", "--threads", "--nonblocking", "--full-filenames",
+             "--output", str(self.out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.started = time.monotonic()
+        await asyncio.sleep(0.5)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"py-spy could not sample the worker (pid {self.pid}): "
+                               + self.proc.communicate()[1].decode(errors="replace")[-500:]
+                               + " (it needs ptrace; --profiler sampler avoids it)")
+
+    async def read(self) -> dict[str, Any]:
+        assert self.proc is not None, "start() first"
+        elapsed = time.monotonic() - self.started
+        self.proc.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+        await asyncio.to_thread(self.proc.wait, 60)
+        tallies = Sampler(self.out, interval_s=1 / self.rate)
+        tallies.samples = round(elapsed * self.rate)
+        for line in self.out.read_text(encoding="utf-8").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            thread, frames = parse_py_spy_stack(stack)
+            tallies.tally(thread, frames, int(count))
+        return {**tallies.data(), "profiler": self.name}
+
+
+def parse_py_spy_stack(stack: str) -> tuple[str, list[tuple[str, str]]]:
+    """One stack of ``py-spy record --format raw --threads --full-filenames``: the thread's
+    name and the frames innermost first as (file name, function name).
+
+    >>> parse_py_spy_stack("thread (7): MainThread;main (/a/m.py:3);Loop.turn (/a/b.py:9)")
+    ('MainThread', [('/a/b.py', 'Loop.turn'), ('/a/m.py', 'main')])
+    """
+    parts = stack.split(";")
+    thread = parts[0].split(": ", 1)[-1] if parts[0].startswith("thread (") else "?"
+    frames: list[tuple[str, str]] = []
+    for part in reversed(parts[1:] if parts[0].startswith("thread (") else parts):
+        name, _, where = part.partition(" (")
+        frames.append((where.rsplit(":", 1)[0], name))
+    return thread, frames
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -1046,7 +1144,8 @@ def profile_markdown(prof: dict[str, Any]) -> list[str]:
         if not name.endswith("(idle)"):  # "Thread-7 (process_request_thread)": one per scrape
             busy[re.sub(r"^Thread-\d+ \((.+)\)$", r"\1 threads", name)] += n
     total = sum(busy.values()) or 1
-    out = [f"{prof['samples']:,} sampling rounds every {prof['interval_s'] * 1000:.0f} ms; "
+    out = [f"{prof['samples']:,} sampling rounds every {prof['interval_s'] * 1000:.0f} ms by "
+           f"{prof.get('profiler', 'the in-process sampler')}; "
            f"shares of the busy (non-waiting) samples of all threads "
            f"(rec/s while profiled: {prof['drain']['records_per_s']:,.0f}).", "",
            "| thread | busy samples | share |", "| --- | ---: | ---: |"]
@@ -1147,7 +1246,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     size, bootstrap, redis_url, tmp=tmp, plan=plan,
                     alert_fraction=args.alert_fraction, broker_pid=broker.pid,
                     profile=args.profile and size == sizes[0], prelude=args.prelude,
-                    say=say, profile_rate=args.profile_rate))
+                    say=say, profile_rate=args.profile_rate, profiler=args.profiler))
         finally:
             stop([broker, redis_proc])
     res["loadavg_end"] = loadavg()
@@ -1176,6 +1275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "5,000 and 0.5 and 0.8 of the measured capacity)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="run the sampling profile (default: on unless --quick)")
+    parser.add_argument("--profiler", choices=("py-spy", "sampler"),
+                        help="who samples the profiled worker: py-spy from outside (the "
+                        "default where it is installed) or a thread inside the worker")
     parser.add_argument("--profile-rate", type=float,
                         help="profile the rate step at this many records/s (added to the "
                         "steps) instead of the capacity drain")
@@ -1188,6 +1290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.profile = True
     if args.profile is None:
         args.profile = not args.quick
+    if args.profiler is None:
+        args.profiler = "py-spy" if py_spy() else "sampler"
+    elif args.profiler == "py-spy" and args.profile and not py_spy():
+        parser.error("py-spy is not installed (pip install py-spy), or use --profiler sampler")
     res = asyncio.run(run(args))
     from benchmarks.report import write_results  # here: the worker runs this file as a script
     text = markdown(res)

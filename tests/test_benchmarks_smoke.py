@@ -138,6 +138,10 @@ def test_pipeline_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     assert "| feed → hazard | hazard → alert | alert → read |" in (
         tmp_path / "pipeline.md").read_text()
     assert group["profile"]["samples"] > 0 and group["profile"]["by_stage"]
+    # sampled by py-spy from outside the worker (a test dependency), its stacks attributed
+    # to our stages by file and function
+    assert group["profile"]["profiler"].startswith("py-spy")
+    assert group["profile"]["by_stage"].get("ingest", 0) > 0
     # the samples with no stage of ours are told apart by the task or callback that ran
     unstaged = group["profile"]["by_stage"].get(bench_pipeline.UNSTAGED, 0)
     assert sum(n for _, n in group["profile"]["unstaged_top"]) <= unstaged
