@@ -777,7 +777,7 @@ class Sampler:
             self.by_thread[f"{thread} (idle)"] += weight
             return
         self.by_thread[thread] += weight
-        self.self_fn[f"{library(filename)}:{name.rsplit('.', 1)[-1]}"] += weight
+        self.self_fn[f"{library(filename)}:{name}"] += weight
         self.by_lib[library(filename)] += weight
         seen: set[str] = set()
         stage = None
