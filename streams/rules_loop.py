@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -38,7 +39,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from onemap.records import Observation
 from onemap.rules.evaluate import Copies, state_key
 from onemap.rules.lifecycle import rank_area
-from onemap.streams.batch_loop import Batch, BatchLoop
+from onemap.rules.rulebook import RuleBook
+from onemap.streams.batch_loop import Batch, BatchLoop, slices
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord, undecodable
 from onemap.streams.ledger_tail import read_to_end
@@ -299,10 +301,24 @@ class RulesLoop(BatchLoop):
                     dl = undecodable(RawRecord.of(r), "rules", exc)
                     self.m.dead_letters.labels("internal", "undecodable").inc()
                     out.add(self.deadletter_topic, r.key, dl.to_json(now))
+        # in event-time order (as RulesStage.process orders a batch: floats, ties in arrival
+        # order), so that the slices are processed in the order of the whole batch
+        decoded.sort(key=lambda pair: pair[0].event_seconds())
         state = self.state
         state.bind(decoded)
-        result = self.ctx.rules.process([o for o, _ in decoded], state,
-                                        self.ctx.rulebook.current, state.copies)
+        book = self.ctx.rulebook.current
+        produced = 0
+        for i, part in enumerate(slices(decoded, self.slice_records)):
+            if i and not await self.pause():
+                break  # revoked: the state is dropped, the records come again
+            produced += self._process_slice(part, state, book, out, now)
+        # the state waits for the next commit, after the output (module docstring)
+        return produced
+
+    def _process_slice(self, decoded: Sequence[tuple[Observation, Any]],
+                       state: LoopSourceState, book: RuleBook, out: Outbox,
+                       now: datetime) -> int:
+        result = self.ctx.rules.process([o for o, _ in decoded], state, book, state.copies)
         # the exact record of each rejected observation, for its bytes (refusals are rare)
         record_of = {id(o): r for o, r in decoded} if result.rejected else {}
         for rejected in result.rejected:
@@ -316,5 +332,4 @@ class RulesLoop(BatchLoop):
                 self.m.rule_decisions.labels(decision.value).inc(count)
         for hazard in result.hazards:
             out.add(self.hazards_topic, rank_area(hazard.place).encode(), hazard.to_json())
-        # the state waits for the next commit, after the output (module docstring)
         return len(result.hazards)

@@ -3,10 +3,12 @@ partitions kept or dropped, and a batch's writes going to its records' partition
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import orjson
+from aiokafka import TopicPartition
 from faust.serializers import codecs
 
 from onemap.records import Observation, Place
@@ -15,10 +17,25 @@ from onemap.rules.evaluate import RulesStage
 from onemap.rules.rulebook import default_rules_dir, load_rulebook
 from onemap.streams.deadletter import RawRecord
 from onemap.streams.outbox import Outbox
-from onemap.streams.rules_loop import LoopSourceState, SourceStateStore, changelog_topic
+from onemap.streams.rules_loop import (
+    LoopSourceState,
+    RulesLoop,
+    SourceStateStore,
+    changelog_topic,
+)
 from onemap.streams.state_tables import DELETED, MARKER_PREFIX
 
 TOPIC = changelog_topic("onemap")
+
+
+class Fetched(NamedTuple):  # the fields of aiokafka's ConsumerRecord the loop reads
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 BOOK = load_rulebook(default_rules_dir())
 REGISTRIES = Registries.load(default_registries_dir())
 #: 2017-08-23 08:00 +08:00 (Hato's day), in epoch seconds
@@ -118,3 +135,96 @@ def test_turns_share_their_copies_until_the_seal_and_a_drop_leaves_the_store_as_
     turn(first, 25)
     assert first.get(key) is not copied and len(copied["series"]["level"]) == 5
     assert len(first.get(key)["series"]["level"]) == 6
+
+
+# -- a batch processed in slices ------------------------------------------------------------------
+
+OBSERVATIONS, HAZARDS = "p.observations", "p.hazards"
+
+
+def _rules_loop(slice_records: int) -> RulesLoop:
+    from onemap.settings import Settings
+    from onemap.streams.context import build_context
+    loop = RulesLoop(build_context(Settings.from_env({})), observations=OBSERVATIONS,
+                     priority="p.observations.priority", hazards=HAZARDS,
+                     deadletter="p.deadletter")
+    loop.slice_records = slice_records
+    loop.store.restored = {0, 1}  # nothing to restore from a broker
+    return loop
+
+
+def _rising_water_batch() -> dict[TopicPartition, list[Fetched]]:
+    """Three rivers' levels rising through every colour (1.0 to 3.4 m), 5 minutes apart, in two
+    partitions (as fetched: each partition's records in offset order)."""
+    batch: dict[TopicPartition, list[Fetched]] = {}
+    rivers = [s for s in sorted(REGISTRIES.water) if s.startswith("ZH-RIV-")][:3]
+    for i, station in enumerate(rivers):
+        tp = TopicPartition(OBSERVATIONS, i % 2)
+        records = batch.setdefault(tp, [])
+        for step in range(60):
+            o = Observation("water", station, "river", datetime.fromtimestamp(
+                T0 + 300 * step, UTC), 113.3, 22.1, Place(), {"level_m": 1.0 + 0.04 * step})
+            records.append(Fetched(tp.topic, tp.partition, len(records), station.encode(),
+                                   o.to_json()))
+    return batch
+
+
+async def _process_counting_others(loop: RulesLoop, batch: dict[TopicPartition, list[Fetched]],
+                                   out: Outbox, on_other: Any = None) -> tuple[int, int]:
+    """``loop.process(batch)`` beside another task of the event loop; the records produced
+    and how often the other task ran meanwhile (``on_other`` is called when it does)."""
+    ran = 0
+    done = False
+
+    async def other() -> None:
+        nonlocal ran
+        while not done:
+            await asyncio.sleep(0)
+            ran += 1
+            if on_other is not None:
+                on_other()
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)  # the other task is waiting to run again
+    ran = 0
+    produced = await loop.process(batch, out, cast(Any, None))
+    during = ran
+    done = True
+    await task
+    return produced, during
+
+
+def test_a_batch_in_slices_gives_what_it_gives_in_one_go_and_lets_other_tasks_run() -> None:
+    """180 readings in slices of 7: the same hazards (bytes) and the same state as in one
+    slice, and the worker's other tasks ran between the slices (not only after the batch)."""
+    whole, sliced = _rules_loop(10_000), _rules_loop(7)
+    outs = [Outbox(lambda: None, lambda: None, {}) for _ in range(2)]
+    (n_whole, ran_whole), (n_sliced, ran_sliced) = (
+        asyncio.run(_process_counting_others(loop, _rising_water_batch(), out))
+        for loop, out in zip((whole, sliced), outs, strict=True))
+    assert n_whole == n_sliced > 0
+    assert outs[0].records[HAZARDS] == outs[1].records[HAZARDS]
+    assert {k: orjson.dumps(v) for k, v in whole.state.pending.items()} == {
+        k: orjson.dumps(v) for k, v in sliced.state.pending.items()}
+    assert ran_whole == 0 and ran_sliced >= 180 // 7
+
+
+def test_a_revocation_between_slices_stops_the_batch_and_keeps_nothing() -> None:
+    """The rebalance listener runs between two slices (as it may at any await): the batch
+    stops there and its writes are dropped with what was held (its records come again)."""
+    loop = _rules_loop(50)
+    out = Outbox(lambda: None, lambda: None, {})
+    revoked: list[bool] = []
+
+    def revoke_once() -> None:
+        if not revoked:
+            revoked.append(True)
+            loop.drop_held()
+
+    asyncio.run(_process_counting_others(loop, _rising_water_batch(), out, revoke_once))
+    assert revoked and not loop.current()
+    assert not loop.state.pending  # the new state: nothing of the stopped batch
+    decided = sum(1 for _ in out.records.get(HAZARDS, ()))
+    whole_out = Outbox(lambda: None, lambda: None, {})
+    asyncio.run(_process_counting_others(_rules_loop(10_000), _rising_water_batch(), whole_out))
+    assert decided < len(whole_out.records[HAZARDS])  # only the first slice's hazards
