@@ -100,3 +100,49 @@ def test_a_batch_wait_out_of_range_fails_at_start_up_naming_the_variable(wait: s
     with pytest.raises(ConfigError) as failed:
         Settings.from_env({"ONEMAP_BATCH_WAIT": wait})
     assert failed.value.field == "ONEMAP_BATCH_WAIT"
+
+
+def test_a_batch_in_slices_gives_every_observation_and_lets_other_tasks_run() -> None:
+    """600 water records (one malformed) in slices of 250: every observation and the dead
+    letter in the outbox, in the order of one go, with the worker's other tasks run between
+    the slices."""
+    import asyncio
+    from typing import Any
+
+    from onemap.streams.context import build_context
+    from onemap.streams.ingest_loop import IngestLoop
+    from onemap.streams.outbox import Outbox
+
+    seen: list[int] = []
+    health = SimpleNamespace(saw=lambda feed, n, observations: seen.append(n))
+    loop = IngestLoop(build_context(Settings.from_env({})), cast(Any, health),
+                      {"water": "p.in.water"}, lambda feed: f"p.observations.{feed}",
+                      "p.deadletter")
+    tp = TopicPartition("p.in.water", 0)
+    values = [b'{"station_id":"ZH-RIV-001","observed_at":"2017-08-23T%02d:%02d:00+08:00",'
+              b'"level_m":1.5}' % divmod(i, 60) for i in range(600)]
+    values[301] = b'{"station_id": "ZH-RIV-001", "lev'
+    batch = {tp: [Fetched(tp.topic, 0, i, b"ZH-RIV-001", v) for i, v in enumerate(values)]}
+    out = Outbox(lambda: None, lambda: None, {})
+    ran: list[int] = []
+
+    async def run() -> int:
+        async def other() -> None:
+            while True:
+                await asyncio.sleep(0)
+                ran.append(1)
+
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)
+        ran.clear()
+        produced = await loop.process(cast(Any, batch), out, cast(Any, None))
+        task.cancel()
+        return produced
+
+    assert asyncio.run(run()) == 599
+    assert seen == [250, 250, 100] and len(ran) >= 2
+    observed = [orjson.loads(v or b"")["observed_at"]
+                for _, v, _ in out.records["p.observations.water"]]
+    assert observed == [f"2017-08-23T{i // 60:02d}:{i % 60:02d}:00+08:00"
+                        for i in range(600) if i != 301]
+    assert len(out.records["p.deadletter"]) == 1
