@@ -48,6 +48,7 @@ from onemap.streams.batch_loop import BatchLoop
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import RawRecord, undecodable
 from onemap.streams.feeds import FEEDS
+from onemap.streams.handoff import LocalObservations
 from onemap.streams.health import HEALTH_INTERVAL_S, HealthMonitor
 from onemap.streams.ingest_loop import IngestLoop
 from onemap.streams.ledger_tail import ledger_tails
@@ -179,16 +180,18 @@ class Pipeline:
         # --- ingest and rules: plain aiokafka batch loops in this process, each in a group
         # of its own (streams/batch_loop.py): they see every reading
         s = ctx.settings
+        local = LocalObservations()  # what ingest made, for rules to take (streams/handoff.py)
         self.ingest = IngestLoop(
             ctx, self.health,
             {feed: s.topic(t) for feed, t in INPUT_TOPICS.items() if feed in FEEDS},
             lambda feed: s.topic(observations_topic(feed)), s.topic("deadletter"),
-            priority_feeds=PRIORITY_FEEDS)
+            priority_feeds=PRIORITY_FEEDS, local=local)
         # two lanes: the priority lane's fetched records are taken first, so a report
         # waits for at most one batch of readings, never for the readings' backlog
         self.rules = RulesLoop(ctx, observations=s.topic("observations"),
                                priority=s.topic("observations.priority"),
-                               hazards=s.topic("hazards"), deadletter=s.topic("deadletter"))
+                               hazards=s.topic("hazards"), deadletter=s.topic("deadletter"),
+                               local=local)
         self.loops: list[BatchLoop] = [self.ingest, self.rules]
         self.health.extra_lag = self.loops_lag
         for loop in self.loops:

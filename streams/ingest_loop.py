@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from onemap.streams.batch_loop import Batch, BatchLoop, slices
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import Consumed
+from onemap.streams.handoff import LocalObservations
 from onemap.streams.health import HealthMonitor
 from onemap.streams.outbox import Outbox
 
@@ -58,16 +59,19 @@ class IngestLoop(BatchLoop):
 
     def __init__(self, ctx: WorkerContext, health: HealthMonitor,
                  topics: Mapping[str, str], lanes: Callable[[str], str],
-                 deadletter_topic: str, *, priority_feeds: Collection[str] = ()) -> None:
+                 deadletter_topic: str, *, priority_feeds: Collection[str] = (),
+                 local: LocalObservations | None = None) -> None:
         """``topics``: feed -> its input topic; ``lanes``: feed -> the observations topic
         its observations go to; ``priority_feeds``: feeds whose records are taken before
-        any other fetched record."""
+        any other fetched record; ``local``: where this worker's rules loop looks for the
+        observations before decoding them (streams/handoff.py)."""
         super().__init__(ctx, topics.values(),
                          [t for feed, t in topics.items() if feed in priority_feeds])
         self.health = health
         self.feed_of_topic = {topic: feed for feed, topic in topics.items()}
         self.lanes = lanes
         self.deadletter_topic = deadletter_topic
+        self.local = local
 
     async def starting(self) -> None:
         try:
@@ -100,8 +104,12 @@ class IngestLoop(BatchLoop):
                                            "offset": dl.record.offset})
             out.add(self.deadletter_topic, dl.record.key, dl.to_json(now))
         lane = self.lanes(feed)
+        local = self.local
         for obs in result.observations:
-            out.add(lane, obs.source_id.encode(), obs.to_json())
+            value = obs.to_json()
+            out.add(lane, obs.source_id.encode(), value)
+            if local is not None:
+                local.put(value, obs)
         return len(result.observations)
 
     async def seed_from_faust(self) -> None:

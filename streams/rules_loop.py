@@ -43,6 +43,7 @@ from onemap.rules.rulebook import RuleBook
 from onemap.streams.batch_loop import Batch, BatchLoop, slices
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord, undecodable
+from onemap.streams.handoff import LocalObservations
 from onemap.streams.ledger_tail import read_to_end
 from onemap.streams.outbox import Outbox
 from onemap.streams.source_state import assemble, chunk_key, is_chunk_key, split
@@ -244,8 +245,11 @@ class RulesLoop(BatchLoop):
     name = "rules"
 
     def __init__(self, ctx: WorkerContext, *, observations: str, priority: str,
-                 hazards: str, deadletter: str) -> None:
+                 hazards: str, deadletter: str, local: LocalObservations | None = None) -> None:
+        """``local``: the observations this worker's ingest loop made, taken instead of
+        decoding their records (streams/handoff.py)."""
         super().__init__(ctx, [observations, priority], [priority])
+        self.local = local if local is not None else LocalObservations(capacity=0)
         self.hazards_topic = hazards
         self.deadletter_topic = deadletter
         self.store = SourceStateStore(changelog_topic(ctx.settings.app_id))
@@ -293,10 +297,16 @@ class RulesLoop(BatchLoop):
             return 0  # revoked while restoring: these records come again
         now = self.ctx.now()
         decoded: list[tuple[Observation, Any]] = []
+        take = self.local.take
         for records in batch.values():
             for r in records:
+                value = r.value
+                kept = take(value) if value is not None else None
+                if kept is not None:
+                    decoded.append((kept, r))
+                    continue
                 try:
-                    decoded.append((Observation.from_json(r.value), r))
+                    decoded.append((Observation.from_json(value), r))
                 except (ValueError, KeyError, TypeError) as exc:
                     dl = undecodable(RawRecord.of(r), "rules", exc)
                     self.m.dead_letters.labels("internal", "undecodable").inc()

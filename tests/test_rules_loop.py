@@ -142,7 +142,7 @@ def test_turns_share_their_copies_until_the_seal_and_a_drop_leaves_the_store_as_
 OBSERVATIONS, HAZARDS = "p.observations", "p.hazards"
 
 
-def _rules_loop(slice_records: int) -> RulesLoop:
+def rules_loop_with(slice_records: int) -> RulesLoop:
     from onemap.settings import Settings
     from onemap.streams.context import build_context
     loop = RulesLoop(build_context(Settings.from_env({})), observations=OBSERVATIONS,
@@ -153,7 +153,7 @@ def _rules_loop(slice_records: int) -> RulesLoop:
     return loop
 
 
-def _rising_water_batch() -> dict[TopicPartition, list[Fetched]]:
+def rising_water_batch() -> dict[TopicPartition, list[Fetched]]:
     """Three rivers' levels rising through every colour (1.0 to 3.4 m), 5 minutes apart, in two
     partitions (as fetched: each partition's records in offset order)."""
     batch: dict[TopicPartition, list[Fetched]] = {}
@@ -197,10 +197,10 @@ async def _process_counting_others(loop: RulesLoop, batch: dict[TopicPartition, 
 def test_a_batch_in_slices_gives_what_it_gives_in_one_go_and_lets_other_tasks_run() -> None:
     """180 readings in slices of 7: the same hazards (bytes) and the same state as in one
     slice, and the worker's other tasks ran between the slices (not only after the batch)."""
-    whole, sliced = _rules_loop(10_000), _rules_loop(7)
+    whole, sliced = rules_loop_with(10_000), rules_loop_with(7)
     outs = [Outbox(lambda: None, lambda: None, {}) for _ in range(2)]
     (n_whole, ran_whole), (n_sliced, ran_sliced) = (
-        asyncio.run(_process_counting_others(loop, _rising_water_batch(), out))
+        asyncio.run(_process_counting_others(loop, rising_water_batch(), out))
         for loop, out in zip((whole, sliced), outs, strict=True))
     assert n_whole == n_sliced > 0
     assert outs[0].records[HAZARDS] == outs[1].records[HAZARDS]
@@ -212,7 +212,7 @@ def test_a_batch_in_slices_gives_what_it_gives_in_one_go_and_lets_other_tasks_ru
 def test_a_revocation_between_slices_stops_the_batch_and_keeps_nothing() -> None:
     """The rebalance listener runs between two slices (as it may at any await): the batch
     stops there and its writes are dropped with what was held (its records come again)."""
-    loop = _rules_loop(50)
+    loop = rules_loop_with(50)
     out = Outbox(lambda: None, lambda: None, {})
     revoked: list[bool] = []
 
@@ -221,10 +221,10 @@ def test_a_revocation_between_slices_stops_the_batch_and_keeps_nothing() -> None
             revoked.append(True)
             loop.drop_held()
 
-    asyncio.run(_process_counting_others(loop, _rising_water_batch(), out, revoke_once))
+    asyncio.run(_process_counting_others(loop, rising_water_batch(), out, revoke_once))
     assert revoked and not loop.current()
     assert not loop.state.pending  # the new state: nothing of the stopped batch
     decided = sum(1 for _ in out.records.get(HAZARDS, ()))
     whole_out = Outbox(lambda: None, lambda: None, {})
-    asyncio.run(_process_counting_others(_rules_loop(10_000), _rising_water_batch(), whole_out))
+    asyncio.run(_process_counting_others(rules_loop_with(10_000), rising_water_batch(), whole_out))
     assert decided < len(whole_out.records[HAZARDS])  # only the first slice's hazards
