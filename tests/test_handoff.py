@@ -14,7 +14,8 @@ from aiokafka import TopicPartition
 from onemap.records import Observation, Place
 from onemap.streams.handoff import LocalObservations
 from onemap.streams.outbox import Outbox
-from tests.test_rules_loop import HAZARDS, Fetched, rising_water_batch, rules_loop_with
+from tests.test_ingest_loop import Fetched
+from tests.test_rules_loop import HAZARDS, rising_water_batch, rules_loop_with
 
 
 def _obs(level: float) -> Observation:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import orjson
 from aiokafka import TopicPartition
@@ -24,16 +24,9 @@ from onemap.streams.rules_loop import (
     changelog_topic,
 )
 from onemap.streams.state_tables import DELETED, MARKER_PREFIX
+from tests.test_ingest_loop import Fetched
 
 TOPIC = changelog_topic("onemap")
-
-
-class Fetched(NamedTuple):  # the fields of aiokafka's ConsumerRecord the loop reads
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 BOOK = load_rulebook(default_rules_dir())
