@@ -83,8 +83,9 @@ class Settings:
         "a killed worker replays up to this much.")
     fetch_max_wait_s: float = setting(
         0.1, "ONEMAP_FETCH_MAX_WAIT",
-        "Longest a consumer fetch waits for records; brokers that do not answer early "
-        "(the embedded one) add up to this at every stage.")
+        "Longest a consumer fetch waits for records. The embedded broker answers a "
+        "waiting fetch up to about half this after a record arrives (Kafka at once), at "
+        "every stage; shorter costs an idle worker more CPU.")
     data_dir: Path = setting(
         Path("var"), "ONEMAP_DATA_DIR", "Where local state lives (SMS outbox, faust tables).")
     rules_dir: Path | None = setting(
