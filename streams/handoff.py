@@ -9,7 +9,8 @@ rules loop of the same worker consumes it, the ingest loop's ``Observation`` is 
 instead of decoding the bytes again.
 
 The key is the record's value itself: ``Observation.from_json`` is a function of those bytes
-alone, and ``from_json(o.to_json()) == o`` (tests/test_handoff.py), so the object kept under
+alone, and ``from_json(o.to_json())`` equals ``o`` with the same types (checked on every
+observation of the ingest fuzz, tests/fuzz/test_fuzz_ingest.py), so the object kept under
 the bytes is what decoding them would give, whichever record carries them (the same reading
 sent twice, a record of another worker's ingest with the same bytes). Nothing is shared but
 a value, so nothing else needs to agree: offsets, acknowledgements, rebalances. A record the
