@@ -226,7 +226,8 @@ def test_stages_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     res = json.loads((tmp_path / "stages.json").read_text(encoding="utf-8"))
     assert res["quick"] is True
     stages = {s["stage"]: s for s in res["stages"]}
-    assert list(stages) == ["baseline", "ingest", "decode", "handoff", "rules", "state split"]
+    assert list(stages) == ["baseline", "ingest", "decode", "handoff", "rules", "state split",
+                            "live split"]
     assert stages["baseline"]["x_baseline"] == 1.0
     for s in stages.values():
         assert s["per_s"] > 0 and len(s["passes_per_s"]) == res["workload"]["repeat"]
@@ -249,7 +250,8 @@ def test_stages_benchmark_counts_instructions_under_callgrind(tmp_path: Path) ->
     res = json.loads((tmp_path / "stages.json").read_text(encoding="utf-8"))
     assert res["measure"] == "instructions (callgrind)" and res["workload"]["records"] == 300
     counts = {s["stage"]: s["instructions_per_record"] for s in res["stages"]}
-    assert list(counts) == ["baseline", "ingest", "decode", "handoff", "rules", "state split"]
+    assert list(counts) == ["baseline", "ingest", "decode", "handoff", "rules", "state split",
+                            "live split"]
     # each row its own count: a json.loads of a small record is thousands of instructions,
     # the whole warm-up (uncounted) would be billions per record
     assert all(1_000 < n < 10_000_000 for n in counts.values()), counts
@@ -257,7 +259,8 @@ def test_stages_benchmark_counts_instructions_under_callgrind(tmp_path: Path) ->
     # taking the observation ingest kept is cheaper than decoding it (streams/handoff.py)
     assert counts["handoff"] < counts["decode"]
     assert res["pure_total"]["instructions_per_record"] == pytest.approx(
-        sum(n for stage, n in counts.items() if stage not in ("baseline", "handoff")), abs=5)
+        sum(n for stage, n in counts.items()
+            if stage not in ("baseline", "handoff", "live split")), abs=5)
 
 
 def test_stages_ablation_runs_every_variant(tmp_path: Path) -> None:
