@@ -256,14 +256,19 @@ class Bench:
             return n
         return run
 
+    def live_cases(self) -> None:
+        """Each warm source's value, the head it is stored as, and its newest reading."""
+        warm = orjson.loads(self.warm_json)
+        self.live = [(value, split(value, {}, None).head, value["newest"])
+                     for value in warm.values()
+                     if isinstance(value, dict) and value.get("series")]
+
     def live_split(self) -> int:
         """A source's head written after one reading, no hour sealed (a live source reporting
         every few minutes: one reading per commit), for as many sources as there are
         measured records (cycling through the warm state's), so that its count per record
         is its count per source written."""
-        warm = orjson.loads(self.warm_json)
-        cases = [(value, split(value, {}, None).head, value["newest"])
-                 for value in warm.values() if isinstance(value, dict) and value.get("series")]
+        cases = self.live
         n = len(self.records)
         for i in range(n):
             value, head, newest = cases[i % len(cases)]
@@ -289,7 +294,7 @@ def rows_of(bench: Bench, plan: Plan, writes: list[list[tuple[str, Any, float]]]
             per_record=writes_n / len(bench.records)),
         Row("live split", "source_state.split after one reading, no hour sealed: per source "
             "written (a live source: one reading per commit)", bench.live_split,
-            unit="sources"),
+            setup=bench.live_cases, unit="sources"),
     ]
 
 
