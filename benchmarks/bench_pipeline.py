@@ -89,7 +89,6 @@ FLAT_SHARE = 0.02
 TARGET_PER_WORKER = 20_000.0
 TARGET_P99_S = 0.5
 TARGET_P99_RATE = 5_000.0
-_JOINED = re.compile(r"Joined group '[^']+' \(generation (\d+)\)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -259,13 +258,6 @@ class WorkerProc:
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
 
-    def group_state(self) -> tuple[int, bool] | None:
-        text = self.log.read_text(errors="replace")
-        joins = list(_JOINED.finditer(text))
-        if not joins:
-            return None
-        return int(joins[-1].group(1)), "Worker ready" in text[joins[-1].end():]
-
 
 def worker_env(bootstrap: str, redis_url: str, data: Path, prefix: str,
                metrics_port: int) -> dict[str, str]:
@@ -310,14 +302,14 @@ def start_worker(env: dict[str, str], data: Path, profile_out: Path | None = Non
 
 
 def wait_settled(workers: Sequence[WorkerProc], timeout_s: float = 90.0) -> None:
-    """Every worker joined the same (latest) generation of the group and is ready in it."""
+    """Every worker joined the same (latest) generation of each of a worker's consumer groups
+    and is ready in it (onemap.embedded.groups_settled)."""
+    from onemap.embedded import groups_settled
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for w in workers:
             w.alive()
-        states = [w.group_state() for w in workers]
-        if all(s is not None and s[1] for s in states) and len(
-                {s[0] for s in states if s is not None}) == 1:
+        if groups_settled([w.log.read_text(errors="replace") for w in workers]):
             return
         time.sleep(0.25)
     raise RuntimeError("the consumer group did not settle in time")

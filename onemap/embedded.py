@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -191,3 +192,56 @@ def onemap_command(*args: str) -> list[str]:
     ``onemap.streams`` etc. are mapped from the other top-level folders).
     """
     return [sys.executable, "-P", "-m", "onemap", *args]
+
+
+_JOINED = re.compile(r"Joined group '([^']+)' \(generation (\d+)\)")
+
+
+def loop_group_suffixes() -> tuple[str, ...]:
+    """How the batch loops' consumer groups end (``<app id>-<loop>``); a worker is in these
+    and in faust's own group (``<app id>``)."""
+    from onemap.streams.ingest_loop import IngestLoop
+    from onemap.streams.rules_loop import RulesLoop
+    return (f"-{IngestLoop.name}", f"-{RulesLoop.name}")
+
+
+def worker_groups(log_text: str) -> dict[str, tuple[int, bool]]:
+    """Per consumer group a worker's log (at INFO) says it joined: the generation it last
+    joined and whether it is ready in it (faust's group: "Worker ready" logged after that
+    join; a batch loop's group: once joined).
+
+    >>> worker_groups("Joined group 'a' (generation 3) ... Joined group 'a-rules' "
+    ...               "(generation 1) ... Worker ready")
+    {'a': (3, True), 'a-rules': (1, True)}
+    >>> worker_groups("Worker ready ... Joined group 'a' (generation 4)")
+    {'a': (4, False)}
+    """
+    last: dict[str, re.Match[str]] = {}
+    for join in _JOINED.finditer(log_text):
+        last[join.group(1)] = join
+    suffixes = loop_group_suffixes()
+    return {group: (int(join.group(2)),
+                    group.endswith(suffixes) or "Worker ready" in log_text[join.end():])
+            for group, join in last.items()}
+
+
+def groups_settled(log_texts: Sequence[str]) -> bool:
+    """Whether every worker (one log each) joined the same, latest generation of each of a
+    worker's consumer groups (faust's and the batch loops') and is ready in it: records sent
+    then are not caught in the rebalance of a worker joining. (The loops join after faust's
+    worker is ready, so the last join of any group alone is not enough: faust's "Worker
+    ready" comes before the loops' joins.)
+
+    >>> one = "Joined group 'a' (generation 2) Worker ready "
+    >>> loops = "Joined group 'a-ingest' (generation 2) Joined group 'a-rules' (generation 2)"
+    >>> groups_settled([one + loops, one + loops])
+    True
+    >>> groups_settled([one + loops, one])   # the second worker's loops not joined yet
+    False
+    """
+    states = [worker_groups(text) for text in log_texts]
+    groups = set().union(*states)
+    if len(groups) != 1 + len(loop_group_suffixes()):
+        return False
+    return all(all(g in s and s[g][1] for s in states) and len({s[g][0] for s in states}) == 1
+               for g in groups)

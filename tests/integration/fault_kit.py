@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -43,6 +42,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from onemap.embedded import (
     broker_binary,
+    groups_settled,
     onemap_command,
     spawn,
     start_broker,
@@ -58,8 +58,6 @@ from onemap.sinks.sms.sink import SENT_KEY_PREFIX, messages_for
 from onemap.sinks.sms.smsc import Smsc
 from onemap.streams.context import WorkerContext, build_context
 from onemap.streams.deadletter import RawRecord
-from onemap.streams.ingest_loop import IngestLoop
-from onemap.streams.rules_loop import RulesLoop
 from tests.conftest import worker_env
 from tests.integration.kafka_helpers import produce_keyed, read_until
 from tests.proxy_kit import forward
@@ -512,44 +510,15 @@ def start_worker(env: dict[str, str], log: Path) -> Worker:
     return worker
 
 
-_JOINED = re.compile(r"Joined group '([^']+)' \(generation (\d+)\)")
-#: the consumer groups of a worker besides faust's (``<app id>``): the batch loops' own
-LOOP_GROUP_SUFFIXES = (f"-{IngestLoop.name}", f"-{RulesLoop.name}")
-
-
-def group_state(worker: Worker) -> dict[str, tuple[int, bool]]:
-    """Per consumer group the worker joined (faust's and the batch loops'): the generation
-    it last joined and whether it is ready in it (for faust's group: "Worker ready" logged
-    after that join; the loops are ready once joined)."""
-    text = worker.log.read_text(errors="replace")
-    last: dict[str, re.Match[str]] = {}
-    for join in _JOINED.finditer(text):
-        last[join.group(1)] = join
-    return {group: (int(join.group(2)),
-                    group.endswith(LOOP_GROUP_SUFFIXES) or "Worker ready" in text[join.end():])
-            for group, join in last.items()}
-
-
 def wait_group_settled(workers: list[Worker], timeout_s: float = 60.0) -> None:
     """Wait until every worker joined the same (latest) generation of each of the worker's
-    consumer groups (faust's and the batch loops') and is ready in it, so a test's records
-    are not caught in the rebalance of a worker joining. (The loops join after faust's
-    worker is ready: a check of the last join of any group alone found faust's "Worker
-    ready" before it, and waited for ever when both workers joined one generation.)"""
-    def settled() -> bool:
-        states = [group_state(w) for w in workers]
-        groups = set().union(*states)
-        if len(groups) != 1 + len(LOOP_GROUP_SUFFIXES):
-            return False
-        return all(
-            all(g in s and s[g][1] for s in states) and len({s[g][0] for s in states}) == 1
-            for g in groups)
-
+    consumer groups and is ready in it (onemap.embedded.groups_settled)."""
     def alive() -> None:
         for w in workers:
             w.alive()
 
-    wait_for(settled, timeout_s, "the consumer group to settle", alive)
+    wait_for(lambda: groups_settled([w.log.read_text(errors="replace") for w in workers]),
+             timeout_s, "the consumer group to settle", alive)
 
 
 class TcpProxy:
