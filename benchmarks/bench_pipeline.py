@@ -32,6 +32,10 @@ What is measured, for each group size (1, then 2 workers):
   forwarding the same records (``getmany`` + ``send`` without awaiting each); the results
   report the pipeline's rate as a ratio to it (DESIGN.md: ratios against a baseline run in the
   same process).
+* **floor**, the same way: those records forwarded and then consumed again by a second
+  consumer in the same event loop, the two hops DESIGN's topics make every reading take
+  (feed → observations → the rules), without any stage's work. The targets table says what
+  it leaves of a core for the stages at the target rate.
 * **profile** (full run): one worker runs under a sampling profiler (this file run as a
   script with ``--as-worker``: a thread samples every thread's stack every few ms) while
   it drains a backlog (or, with ``--profile-rate R``, during the rate step at R rec/s);
@@ -623,14 +627,53 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
     }
 
 
-# -- the baseline: a plain aiokafka forwarding loop in this process ------------------------------
+# -- the baselines: plain aiokafka loops in this process ------------------------------------------
 
-async def baseline(bootstrap: str, prefix: str, workload: Workload, n: int) -> dict[str, Any]:
+async def _forward(consumer: Any, producer: Any, dst: str, n: int, *, started: float,
+                   name: str) -> None:
+    """Forward ``n`` records from ``consumer`` to ``dst``, sends not awaited one by one."""
+    forwarded = 0
+    pending: list[asyncio.Future[Any]] = []
+    while forwarded < n:
+        batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+        if not batches and time.monotonic() - started > 120:
+            raise RuntimeError(f"{name} stalled at {forwarded} of {n}")
+        for messages in batches.values():
+            for m in messages:
+                pending.append(await producer.send(dst, key=m.key, value=m.value))
+            forwarded += len(messages)
+        if len(pending) > 20_000:
+            await asyncio.gather(*pending)
+            pending = []
+    await asyncio.gather(*pending)
+
+
+async def _read(consumer: Any, n: int, *, started: float, name: str) -> None:
+    """Consume ``n`` records."""
+    count = 0
+    while count < n:
+        batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+        if not batches and time.monotonic() - started > 120:
+            raise RuntimeError(f"{name} stalled at {count} of {n} read again")
+        count += sum(map(len, batches.values()))
+
+
+async def baseline(bootstrap: str, prefix: str, workload: Workload, n: int,
+                   floor: bool = False) -> dict[str, Any]:
     """Forward ``n`` of the same records from one topic to another: ``getmany`` and ``send``
-    without awaiting each (the loop DESIGN.md measured at ~32,000/s), in this process."""
+    without awaiting each (the loop DESIGN.md measured at ~32,000/s), in this process.
+
+    ``floor``: the pipeline's **floor**: the Kafka work DESIGN's topics make every reading
+    take, without any stage's work: the records forwarded as above (the ingest loop's hop:
+    feed → ``onemap.observations``) and consumed again by a second consumer in the same
+    event loop (the rules loop's). It leaves out what the worker adds to it (records as
+    large as an observation, commits, state writes, hazards), so it is a lower bound of a
+    worker's Kafka work per reading: what is left of a CPU-second after it is all the
+    stages' own work can have."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
-    src, dst = f"{prefix}.baseline.in", f"{prefix}.baseline.out"
+    name = "floor" if floor else "baseline"
+    src, dst = f"{prefix}.{name}.in", f"{prefix}.{name}.out"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-admin")
     try:
         admin.create_topics([NewTopic(src, PARTITIONS, 1), NewTopic(dst, PARTITIONS, 1)])
@@ -639,42 +682,36 @@ async def baseline(bootstrap: str, prefix: str, workload: Workload, n: int) -> d
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5,
                                 max_batch_size=256 * 1024)
     await producer.start()
+
     try:
         futures = []
         for r in workload.take(n):
             futures.append(await producer.send(src, key=r.key, value=r.value))
         await asyncio.gather(*futures)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)
-        await consumer.start()
+        consumers = []
         try:
-            tps = [TopicPartition(src, p) for p in range(PARTITIONS)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            for topic in [src, *([dst] if floor else [])]:
+                consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap,
+                                            enable_auto_commit=False, fetch_max_wait_ms=100,
+                                            max_partition_fetch_bytes=4 << 20)
+                consumers.append(consumer)
+                await consumer.start()
+                consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+                await consumer.seek_to_beginning()
             load = loadavg()
             started = time.monotonic()
             cpu0 = time.process_time()
-            forwarded = 0
-            pending: list[asyncio.Future[Any]] = []
-            while forwarded < n:
-                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
-                if not batches and time.monotonic() - started > 120:
-                    raise RuntimeError(f"baseline stalled at {forwarded} of {n}")
-                for messages in batches.values():
-                    for m in messages:
-                        pending.append(await producer.send(dst, key=m.key, value=m.value))
-                    forwarded += len(messages)
-                if len(pending) > 20_000:
-                    await asyncio.gather(*pending)
-                    pending = []
-            await asyncio.gather(*pending)
+            await asyncio.gather(
+                _forward(consumers[0], producer, dst, n, started=started, name=name),
+                *(_read(c, n, started=started, name=name) for c in consumers[1:]))
             elapsed = time.monotonic() - started
             cpu = time.process_time() - cpu0
         finally:
-            await consumer.stop()
+            for consumer in consumers:
+                await consumer.stop()
     finally:
         await producer.stop()
-    return {"records": n, "elapsed_s": round(elapsed, 2),
+    return {"records": n, "hops": 2 if floor else 1, "elapsed_s": round(elapsed, 2),
             "records_per_s": round(n / elapsed, 1),
             "records_per_cpu_s": round(n / cpu, 1) if cpu > 0 else None, "loadavg": load}
 
@@ -1084,7 +1121,12 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"Baseline (plain aiokafka consume → produce loop, this process): "
         f"{base['records_per_s']:,.0f} rec/s, {_fmt(base['records_per_cpu_s'])} per CPU-second "
-        f"of this process ({base['records']:,} records, load {base['loadavg']}).",
+        f"of this process ({base['records']:,} records, load {base['loadavg']})."
+        + (f" Floor (the pipeline's Kafka work without its stages: the same records "
+           f"forwarded, then consumed again, the two hops DESIGN's topics make a reading "
+           f"take): {res['floor']['records_per_s']:,.0f} rec/s, "
+           f"{_fmt(res['floor']['records_per_cpu_s'])} per CPU-second."
+           if res.get("floor") else ""),
         "",
         "Warm-up drains (state growing from empty to 24 h per source): " + "; ".join(
             f"{g['workers']} worker(s) {g['warmup']['records_per_s']:,.0f} rec/s"
@@ -1163,14 +1205,36 @@ def profile_markdown(prof: dict[str, Any]) -> list[str]:
     return out
 
 
-def targets(groups: list[dict[str, Any]]) -> list[dict[str, str]]:
+def floor_budget(floor_per_cpu_s: float | None) -> str:
+    """What the pipeline's floor (its Kafka work alone, per CPU-second) leaves of a core for
+    the stages' own work at the target rate.
+
+    >>> print(floor_budget(25_000.0))  # doctest: +NORMALIZE_WHITESPACE
+    the Kafka work alone (floor) 25,000 per CPU-second: at 20,000 rec/s that leaves 10 µs
+    per reading for all the stages' own work
+    >>> floor_budget(16_000.0).endswith("below the target before any stage's work")
+    True
+    """
+    if not floor_per_cpu_s:
+        return ""
+    head = f"the Kafka work alone (floor) {floor_per_cpu_s:,.0f} per CPU-second: "
+    left_us = (1 / TARGET_PER_WORKER - 1 / floor_per_cpu_s) * 1e6
+    if left_us <= 0:
+        return head + "below the target before any stage's work"
+    return (head + f"at {TARGET_PER_WORKER:,.0f} rec/s that leaves {left_us:,.0f} µs per "
+            "reading for all the stages' own work")
+
+
+def targets(groups: list[dict[str, Any]], floor: dict[str, Any] | None = None
+            ) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     one = next((g for g in groups if g["workers"] == 1), groups[0])
     per_worker = one["capacity_per_worker"]
     per_cpu = one["capacity"]["records_per_cpu_s"] or 0.0
+    budget = floor_budget(floor["records_per_cpu_s"] if floor else None)
     out.append({"target": f">= {TARGET_PER_WORKER:,.0f} rec/s sustained per worker",
                 "measured": f"{per_worker:,.0f} rec/s per worker ({one['workers']} in the "
-                f"group), {per_cpu:,.0f} per CPU-second",
+                f"group), {per_cpu:,.0f} per CPU-second" + (f"; {budget}" if budget else ""),
                 "verdict": "met" if per_cpu >= TARGET_PER_WORKER
                 else f"**missed by {TARGET_PER_WORKER / max(per_cpu, 1):.1f}×**"})
     target = f"p99 < {TARGET_P99_S * 1000:.0f} ms at {TARGET_P99_RATE:,.0f} rec/s"
@@ -1231,6 +1295,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                              2_000 if args.quick else 100_000)
             say(f"  {res['baseline']['records_per_s']:,.0f} rec/s, "
                 f"{res['baseline']['records_per_cpu_s'] or 0:,.0f} per CPU-second")
+            say("floor: the same records forwarded and consumed again (the two hops of a "
+                "reading), in this process")
+            res["floor"] = await baseline(bootstrap, "bp", Workload(srcs, 0.0, seed=1),
+                                          2_000 if args.quick else 100_000, floor=True)
+            say(f"  {res['floor']['records_per_s']:,.0f} rec/s, "
+                f"{res['floor']['records_per_cpu_s'] or 0:,.0f} per CPU-second")
             res["groups"] = []
             for size in sizes:
                 say(f"{size} worker(s)")
@@ -1242,7 +1312,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             stop([broker, redis_proc])
     res["loadavg_end"] = loadavg()
-    res["targets"] = targets(res["groups"])
+    res["targets"] = targets(res["groups"], res.get("floor"))
     return res
 
 

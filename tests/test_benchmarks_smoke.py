@@ -121,6 +121,10 @@ def test_pipeline_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
         "Pipeline benchmark")
     res = json.loads((tmp_path / "pipeline.json").read_text(encoding="utf-8"))
     assert res["quick"] is True and res["baseline"]["records_per_s"] > 0
+    # the floor: every record forwarded and read again (two hops), no stage's work
+    assert res["floor"]["hops"] == 2 and res["floor"]["records"] == res["baseline"]["records"]
+    assert res["floor"]["records_per_cpu_s"] > 0
+    assert "the Kafka work alone (floor)" in res["targets"][0]["measured"]
     (group,) = res["groups"]
     assert group["workers"] == 1
     assert group["capacity"]["completed"] and group["capacity"]["records_per_s"] > 0
@@ -174,6 +178,20 @@ def test_the_latency_target_is_one_worker_s_and_shared_rates_are_reported() -> N
     assert row["measured"] == ("not measurable: above one worker's capacity; "
                                "p99 700.0 ms with 2 workers sharing it (not flat)")
     assert "profiled" in p99_row(group(1, 900.0, True, profiled=True))["measured"]
+
+
+def test_the_rate_target_says_what_the_floor_leaves_for_the_stages() -> None:
+    """The floor (the pipeline's Kafka work alone, per CPU-second) bounds the rate: the
+    targets row says how much of a reading's time it leaves for the stages at 20,000/s."""
+    one = {"workers": 1, "capacity_per_worker": 9000.0,
+           "capacity": {"records_per_cpu_s": 9500.0}, "steps": []}
+    row = bench_pipeline.targets([one], {"records_per_cpu_s": 25_000.0})[0]
+    assert row["measured"].endswith(
+        "floor) 25,000 per CPU-second: at 20,000 rec/s that leaves 10 µs per reading for all "
+        "the stages' own work")
+    row = bench_pipeline.targets([one], {"records_per_cpu_s": 16_000.0})[0]
+    assert row["measured"].endswith("below the target before any stage's work")
+    assert "floor" not in bench_pipeline.targets([one])[0]["measured"]
 
 
 @pytest.mark.integration
