@@ -32,8 +32,9 @@ What is measured, for each group size (1, then 2 workers):
   forwarding the same records (``getmany`` + ``send`` without awaiting each); the results
   report the pipeline's rate as a ratio to it (DESIGN.md: ratios against a baseline run in the
   same process).
-* **floor**, the same way: those records forwarded and then consumed again by a second
-  consumer in the same event loop, the two hops DESIGN's topics make every reading take
+* **floor**, the same way: those records forwarded as the worker produces (one batch per
+  partition, streams/outbox.py) and then consumed again by a second consumer in the same
+  event loop, the two hops DESIGN's topics make every reading take
   (feed → observations → the rules), without any stage's work. The targets table says what
   it leaves of a core for the stages at the target rate.
 * **profile** (full run): one worker runs under a sampling profiler (this file run as a
@@ -630,14 +631,26 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
 # -- the baselines: plain aiokafka loops in this process ------------------------------------------
 
 async def _forward(consumer: Any, producer: Any, dst: str, n: int, *, started: float,
-                   name: str) -> None:
-    """Forward ``n`` records from ``consumer`` to ``dst``, sends not awaited one by one."""
+                   name: str, as_worker: bool) -> None:
+    """Forward ``n`` records from ``consumer`` to ``dst``: each with its own ``send`` (not
+    awaited one by one), or, ``as_worker``, as the worker's loops produce (streams/outbox.py:
+    the records appended to one batch per partition, queued with ``send_batch``)."""
+    from onemap.streams.outbox import Outbox, PartitionCache
     forwarded = 0
     pending: list[asyncio.Future[Any]] = []
+    partitions: PartitionCache = {}
     while forwarded < n:
         batches = await consumer.getmany(timeout_ms=500, max_records=2000)
         if not batches and time.monotonic() - started > 120:
             raise RuntimeError(f"{name} stalled at {forwarded} of {n}")
+        if as_worker:
+            out = Outbox(lambda: producer, lambda: None, partitions)
+            for messages in batches.values():
+                for m in messages:
+                    out.add(dst, m.key, m.value)
+                forwarded += len(messages)
+            await out.send()
+            continue
         for messages in batches.values():
             for m in messages:
                 pending.append(await producer.send(dst, key=m.key, value=m.value))
@@ -646,6 +659,7 @@ async def _forward(consumer: Any, producer: Any, dst: str, n: int, *, started: f
             await asyncio.gather(*pending)
             pending = []
     await asyncio.gather(*pending)
+    await producer.flush()
 
 
 async def _read(consumer: Any, n: int, *, started: float, name: str) -> None:
@@ -664,12 +678,12 @@ async def baseline(bootstrap: str, prefix: str, workload: Workload, n: int,
     without awaiting each (the loop DESIGN.md measured at ~32,000/s), in this process.
 
     ``floor``: the pipeline's **floor**: the Kafka work DESIGN's topics make every reading
-    take, without any stage's work: the records forwarded as above (the ingest loop's hop:
-    feed → ``onemap.observations``) and consumed again by a second consumer in the same
-    event loop (the rules loop's). It leaves out what the worker adds to it (records as
-    large as an observation, commits, state writes, hazards), so it is a lower bound of a
-    worker's Kafka work per reading: what is left of a CPU-second after it is all the
-    stages' own work can have."""
+    take, without any stage's work: the records forwarded as the ingest loop produces (a
+    batch per partition; its hop: feed → ``onemap.observations``) and consumed again by a
+    second consumer in the same event loop (the rules loop's). It leaves out what the
+    worker adds to it (records as large as an observation, commits, state writes,
+    hazards), so it is a lower bound of a worker's Kafka work per reading: what is left of
+    a CPU-second after it is all the stages' own work can have."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
     name = "floor" if floor else "baseline"
@@ -702,7 +716,8 @@ async def baseline(bootstrap: str, prefix: str, workload: Workload, n: int,
             started = time.monotonic()
             cpu0 = time.process_time()
             await asyncio.gather(
-                _forward(consumers[0], producer, dst, n, started=started, name=name),
+                _forward(consumers[0], producer, dst, n, started=started, name=name,
+                         as_worker=floor),
                 *(_read(c, n, started=started, name=name) for c in consumers[1:]))
             elapsed = time.monotonic() - started
             cpu = time.process_time() - cpu0
@@ -1123,8 +1138,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"{base['records_per_s']:,.0f} rec/s, {_fmt(base['records_per_cpu_s'])} per CPU-second "
         f"of this process ({base['records']:,} records, load {base['loadavg']})."
         + (f" Floor (the pipeline's Kafka work without its stages: the same records "
-           f"forwarded, then consumed again, the two hops DESIGN's topics make a reading "
-           f"take): {res['floor']['records_per_s']:,.0f} rec/s, "
+           f"forwarded as the worker produces, a batch per partition, then consumed again: "
+           f"the two hops DESIGN's topics make a reading take): "
+           f"{res['floor']['records_per_s']:,.0f} rec/s, "
            f"{_fmt(res['floor']['records_per_cpu_s'])} per CPU-second."
            if res.get("floor") else ""),
         "",
@@ -1295,8 +1311,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                              2_000 if args.quick else 100_000)
             say(f"  {res['baseline']['records_per_s']:,.0f} rec/s, "
                 f"{res['baseline']['records_per_cpu_s'] or 0:,.0f} per CPU-second")
-            say("floor: the same records forwarded and consumed again (the two hops of a "
-                "reading), in this process")
+            say("floor: the same records forwarded as the worker produces and consumed "
+                "again (the two hops of a reading), in this process")
             res["floor"] = await baseline(bootstrap, "bp", Workload(srcs, 0.0, seed=1),
                                           2_000 if args.quick else 100_000, floor=True)
             say(f"  {res['floor']['records_per_s']:,.0f} rec/s, "
