@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,26 @@ class WallPage:
         return list(self.page.evaluate("window.__cspViolations || []"))
 
 
+def new_wall_page(browser: Any, contexts: list[Any], width: int = 1920, height: int = 1080,
+                  init_scripts: Sequence[str] = ()) -> tuple[Any, list[str]]:
+    """A page in a new browser context as the command room's wall has it (zh-CN,
+    Asia/Shanghai; the CSP probe and ``init_scripts`` injected before the page), and the list
+    its console errors and warnings (``console.<type>: <text> @ <url>``) and page errors are
+    collected into. The context goes into ``contexts``, for the fixture to close."""
+    context = browser.new_context(viewport={"width": width, "height": height},
+                                  locale="zh-CN", timezone_id="Asia/Shanghai")
+    contexts.append(context)
+    for script in (CSP_PROBE, *init_scripts):
+        context.add_init_script(script)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(
+        f"console.{m.type}: {m.text} @ {m.location.get('url')}")
+            if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    return page, errors
+
+
 @pytest.fixture()
 def open_wall(browser: Any, dashboard: RunningDashboard
               ) -> Iterator[Callable[..., WallPage]]:
@@ -155,15 +175,7 @@ def open_wall(browser: Any, dashboard: RunningDashboard
     contexts: list[Any] = []
 
     def open_page(width: int = 1920, height: int = 1080, *, login: bool = True) -> WallPage:
-        context = browser.new_context(viewport={"width": width, "height": height},
-                                      locale="zh-CN", timezone_id="Asia/Shanghai")
-        contexts.append(context)
-        context.add_init_script(CSP_PROBE)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}")
-                if m.type in ("error", "warning") else None)
-        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page, errors = new_wall_page(browser, contexts, width, height)
         url = dashboard.url + (f"/?token={dashboard.token}" if login else "/")
         page.goto(url)
         if login:

@@ -37,7 +37,7 @@ from onemap.sinks.base import Outcome
 from onemap.sinks.dashboard.live import TOP_K
 from onemap.sinks.dashboard.state import RedisStateSink, alert_key, open_key
 from tests.browser import kit
-from tests.browser.conftest import CSP_PROBE, RunningDashboard
+from tests.browser.conftest import RunningDashboard, new_wall_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -221,15 +221,7 @@ def fresh_page(browser: Any, dashboard: RunningDashboard
     contexts: list[Any] = []
 
     def open_page() -> tuple[Any, list[str]]:
-        context = browser.new_context(viewport={"width": 1920, "height": 1080},
-                                      locale="zh-CN", timezone_id="Asia/Shanghai")
-        contexts.append(context)
-        context.add_init_script(CSP_PROBE)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}")
-                if m.type in ("error", "warning") else None)
-        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page, errors = new_wall_page(browser, contexts)
         page.goto(f"{dashboard.url}/?token={dashboard.token}")
         return page, errors
 

@@ -51,7 +51,7 @@ import redis.asyncio as aioredis
 from onemap.records import Alert
 from onemap.sinks.base import Outcome
 from onemap.sinks.dashboard.state import RedisStateSink
-from tests.browser.conftest import CSP_PROBE, RunningDashboard
+from tests.browser.conftest import RunningDashboard, new_wall_page
 from tests.browser.test_wall_late_open import (
     Burst,
     assert_page_shows,
@@ -285,17 +285,7 @@ def wall_via_proxy(browser: Any, dashboard: RunningDashboard, proxy: CuttablePro
     contexts: list[Any] = []
 
     def open_page() -> tuple[Any, list[str]]:
-        context = browser.new_context(viewport={"width": 1920, "height": 1080},
-                                      locale="zh-CN", timezone_id="Asia/Shanghai")
-        contexts.append(context)
-        context.add_init_script(CSP_PROBE)
-        context.add_init_script(ES_PROBE)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(
-            f"console.{m.type}: {m.text} @ {m.location.get('url')}")
-                if m.type in ("error", "warning") else None)
-        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page, errors = new_wall_page(browser, contexts, init_scripts=(ES_PROBE,))
         page.goto(f"http://127.0.0.1:{proxy.port}/?token={dashboard.token}")
         page.wait_for_function("() => window.onemapWall && window.onemapWall.stateCount > 0",
                                timeout=15_000)
