@@ -470,8 +470,10 @@ class RulesStage:
                                rules=rules, limits=limits, result=result)
         changed = self._apply_levels(obs, st, key=key, evaluator=evaluator, source=source,
                                      rules=rules, limits=limits, result=result)
-        if st is not stored:  # else it is there already (one of the copies, written)
-            state[key] = st
+        # written even when it is the stored object itself (one of the copies, changed in
+        # place): a state that holds writes until a seal (streams/rules_loop.py) needs to
+        # know every source a reading changed since the last one
+        state[key] = st
         if changed:
             return Decision.LEVEL_CHANGED
         return LATE_APPLIED if arrival is LATE else UNCHANGED

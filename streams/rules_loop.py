@@ -168,9 +168,12 @@ class LoopSourceState(HeldWrites):
         #: the oldest event time each source's readings since the last seal may have changed
         self.changed_from: dict[str, float] = {}
         self.cache = cache
-        #: what the turns since the last seal copied and may change in place (the rules
-        #: stage's Copies): these are only in ``pending``, which a rebalance drops whole;
-        #: once sealed they are the store's (``cache``), so the next turn copies again
+        #: the sources' values the rules stage copied and changes in place (its Copies):
+        #: copied once, at a source's first reading after it was assembled from the store,
+        #: and kept across seals (a sealed head never shares a part that changes:
+        #: source_state._detached), so a day of readings is not copied again at every
+        #: commit. The cache then holds values changed since the last seal:
+        #: :meth:`forget_unsealed` takes them out when a rebalance drops what was held.
         self.copies = Copies()
 
     def bind(self, observations: Iterable[tuple[Observation, Any]]) -> None:
@@ -230,6 +233,16 @@ class LoopSourceState(HeldWrites):
         self.pending.clear()
         self.partition_of_key.clear()
         self.changed_from.clear()
+
+    def forget_unsealed(self) -> None:
+        """What was held is dropped (a rebalance): the cached values of the sources changed
+        since the last seal (changed in place, :attr:`copies`) are forgotten, so that the
+        next read assembles each from the store as it was sealed."""
+        for key in self.partition_of_key:
+            self.cache.pop(key, None)
+        self.pending.clear()
+        self.partition_of_key.clear()
+        self.changed_from.clear()
         self.copies = Copies()
 
     def __iter__(self) -> Iterator[str]:
@@ -266,6 +279,7 @@ class RulesLoop(BatchLoop):
         self.state.seal_into(out)
 
     def drop(self) -> None:
+        self.state.forget_unsealed()
         self.state = self._new_state()
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:

@@ -84,6 +84,24 @@ def _slice(series: Series, lo: float, hi: float) -> Series:
                   bisect.bisect_left(series, hi, key=point_time)]
 
 
+def _detached(part: Any) -> Any:
+    """A part of the logical value as the head keeps it: a dict copied, and the lists in it
+    (a source's ``seen`` series), so that the rules changing the logical value in place
+    after this write (streams/rules_loop.py keeps it) leave the stored head as written.
+    The parts are small (levels, flags, the last hour's ``seen``): the series, the large
+    part, go into the head as new slices anyway.
+
+    >>> seen = {"": [(1.0, 0.0)]}
+    >>> kept = _detached(seen)
+    >>> seen[""].append((2.0, 0.0))
+    >>> kept
+    {'': [(1.0, 0.0)]}
+    """
+    if type(part) is not dict:
+        return part  # a number, a time, None
+    return {k: (list(v) if type(v) is list else v) for k, v in part.items()}
+
+
 def split(value: dict[str, Any], previous: Any, changed_from: float | None,
           chunk_s: float = CHUNK_S) -> Split:
     """The stored form of the logical ``value``, given the head stored so far (``previous``:
@@ -107,11 +125,13 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
     old_sealed: list[int] = list(old_head.get("sealed", ())) if same_layout else []
     # ids of an earlier chunk size cannot be reused: delete them all
     stale: list[int] = [] if same_layout else [int(k) for k in old_head.get("sealed", ())]
-    body = {k: v for k, v in value.items() if k != "series" and k not in LAYOUT_KEYS}
+    body = {k: _detached(v) for k, v in value.items()
+            if k != "series" and k not in LAYOUT_KEYS}
     non_empty = [s for s in series.values() if s]
     if not non_empty:
         if not old_sealed and not stale:
-            return Split(value, {})  # nothing to split (an incident, a CAP warning)
+            # nothing to split (an incident, a CAP warning): the value as it is now
+            return Split({k: _detached(v) for k, v in value.items()}, {})
         return Split({**body, "series": {n: [] for n in series}, "sealed": [], "open": None,
                       "first": {}, "fresh": [], "chunk_s": chunk_s},
                      dict.fromkeys([*old_sealed, *stale]))

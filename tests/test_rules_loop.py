@@ -93,12 +93,12 @@ def test_a_batch_writes_each_source_to_its_records_partition_after_it_is_sealed(
     assert {p for _, _, p in out.records[TOPIC]} == {3}
 
 
-def test_turns_share_their_copies_until_the_seal_and_a_drop_leaves_the_store_as_it_was(
-) -> None:
-    """The loop hands one ``Copies`` to every turn until its writes are sealed: a source's
-    state is copied by its first turn and changed in place by the next; a rebalance (a new
-    LoopSourceState) finds the stored state as it was; after a seal the next turn copies
-    the (now stored) state again."""
+def test_turns_change_a_source_in_place_across_seals_and_a_drop_finds_it_as_sealed() -> None:
+    """The loop's state keeps one ``Copies`` across turns and seals: a source's state is
+    copied by its first turn and changed in place by every later one, sealed or not (no
+    day of readings copied again at each commit), while the sealed head shares nothing
+    that changes; a rebalance (``forget_unsealed``, then a new LoopSourceState) finds the
+    state as it was sealed."""
     station = sorted(REGISTRIES.water)[0]
     key = f"water:{station}"
     store = SourceStateStore(TOPIC)
@@ -112,22 +112,28 @@ def test_turns_share_their_copies_until_the_seal_and_a_drop_leaves_the_store_as_
 
     first = LoopSourceState(store, cache)
     turn(first, 0, 5)
-    first.seal_into(Outbox(lambda: None, lambda: None, {}))
-    stored = orjson.dumps(first.get(key))
-    turn(first, 10)
     copied = first.get(key)
     series = copied["series"]["level"]
+    first.seal_into(Outbox(lambda: None, lambda: None, {}))
+    sealed, head = orjson.dumps(first.get(key)), orjson.dumps(store.get(key))
+    turn(first, 10)
     turn(first, 15, 20)
     assert first.get(key) is copied and copied["series"]["level"] is series  # in place
     assert len(series) == 5 and copied["newest"] == T0 + 60 * 20
+    assert orjson.dumps(store.get(key)) == head  # the sealed head did not change with it
+    assert key in first.pending  # ... and is written again at the next seal
 
-    dropped = LoopSourceState(store, cache)  # a rebalance: the held turns are dropped
-    assert orjson.dumps(dropped.get(key)) == stored
-
-    first.seal_into(Outbox(lambda: None, lambda: None, {}))
-    turn(first, 25)
-    assert first.get(key) is not copied and len(copied["series"]["level"]) == 5
-    assert len(first.get(key)["series"]["level"]) == 6
+    first.forget_unsealed()  # a rebalance: the held turns are dropped
+    dropped = LoopSourceState(store, cache)
+    again = dropped.get(key)
+    assert orjson.loads(orjson.dumps(again)) == orjson.loads(sealed) and again is not copied
+    turn(dropped, 10)  # a new copy: what the store holds stays as sealed
+    assert dropped.get(key) is not again and len(again["series"]["level"]) == 2
+    assert len(dropped.get(key)["series"]["level"]) == 3
+    dropped.seal_into(Outbox(lambda: None, lambda: None, {}))
+    turn(dropped, 15)  # changed in place after the seal, and written at the next
+    dropped.seal_into(Outbox(lambda: None, lambda: None, {}))
+    assert store.get(key)["newest"] == T0 + 60 * 15
 
 
 # -- a batch processed in slices ------------------------------------------------------------------

@@ -219,3 +219,20 @@ def test_record_dicts_are_the_dataclass_fields_in_order() -> None:
     assert Place.from_dict(PLACE.to_dict()) == PLACE
     figure = KeyFigure("水位", 3.52, "米", "警戒水位", 3.2)
     assert list(figure.to_dict().items()) == list(dataclasses.asdict(figure).items())
+
+
+def test_a_head_shares_nothing_the_rules_change_in_place() -> None:
+    """The rules loop keeps changing a source's logical value in place after it is written
+    (streams/rules_loop.py): the head written from it, with or without series, keeps what
+    was written."""
+    for value in ({"newest": 7500.0, "levels": {"rainstorm": 2}, "below_since": {},
+                   "flags": {}, "seen": {"": [[7500.0, 0.0]]},
+                   "series": {"rain": [[0.0, 1.0], [7500.0, 3.0]]}},
+                  {"newest": 5.0, "levels": {"incident": 3}, "seen": {"": [[5.0, 0.0]]},
+                   "series": {}}):
+        head = split(value, {}, None).head
+        written = orjson.dumps(head)
+        value["levels"]["x"] = 1
+        value["seen"][""].append((7800.0, 0.0))
+        value["series"].setdefault("rain", []).append((7800.0, 4.0))
+        assert orjson.dumps(head) == written
