@@ -287,7 +287,8 @@ class Copies:
     objects are held, so an id is not reused meanwhile), and may change in place: series
     lists (windows.insert's ``owned``) and source states. Copying a source's day of
     readings at every reading was the stage's largest cost; copying once per batch, or once
-    per commit (streams/rules_loop.py), is what this buys."""
+    for as long as the rules loop keeps its state (streams/rules_loop.py: a copy per
+    source, kept across commits until a rebalance), is what this buys."""
 
     series: Owned = dataclasses.field(default_factory=dict)
     states: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -422,8 +423,8 @@ class RulesStage:
         given), and changes those copies in place afterwards. A caller that gives the same
         ``copies`` to several batches lets them share those copies, as long as it never
         hands one batch's writes to something that must not change (the rules loop keeps
-        one ``Copies`` from one commit to the next, and a new one once its writes are
-        stored)."""
+        one ``Copies`` across its commits: what it writes at a commit shares nothing that
+        changes, and a rebalance, which drops what was not written, starts a new one)."""
         result = RulesResult()
         self.copies = copies if copies is not None else Copies()
         # in event-time order; sorted by the instants as floats (an aware datetime's

@@ -81,8 +81,8 @@ def insert(series: Series, t: float, value: float, keep_s: float,
     returned. Copying a day of points for every reading was the rules stage's largest cost
     (copying and then freeing ~300 references per series, each a cache miss), so the rules
     stage copies a source's series once per batch (the batch's first reading of it, whose
-    new list goes into ``owned``; the rules loop keeps ``owned`` from one commit to the
-    next: evaluate.Copies) and changes that copy for the later readings. The lists the
+    new list goes into ``owned``; the rules loop keeps ``owned`` across its commits:
+    evaluate.Copies) and changes that copy for the later readings. The lists the
     stage's state held before are never changed: a batch that fails leaves them as they
     were.
 
