@@ -25,7 +25,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from onemap.embedded import redis_binary, spawn, stop, tcp_ready, wait_until
+from onemap.embedded import redis_binary, spawn, stop, wait_until
 from onemap.records import Alert
 from onemap.streams.deadletter import RawRecord
 from tests.integration.fault_kit import (
@@ -121,8 +121,22 @@ def start_durable_redis(port: int, data: Path) -> Any:
     proc = spawn([redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                   "--appendonly", "yes", "--appendfsync", "always", "--dir", str(data),
                   "--loglevel", "warning"], log_path=data / "redis.log")
-    wait_until(tcp_ready("127.0.0.1", port), 20, f"Redis on {port}", proc)
+    wait_until(answers_ping(port), 20, f"Redis on {port}", proc)
     return proc
+
+
+def answers_ping(port: int) -> Callable[[], bool]:
+    """Redis answers commands: a restarted one accepts connections while it loads its
+    append-only file, and answers LOADING (BusyLoadingError) until it is done."""
+    def check() -> bool:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:  # refused, or still loading
+            return False
+        finally:
+            client.close()
+    return check
 
 
 @pytest.fixture(scope="module")
