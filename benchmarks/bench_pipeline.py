@@ -1074,9 +1074,17 @@ def parse_py_spy_stack(stack: str) -> tuple[str, list[tuple[str, str]]]:
     """One stack of ``py-spy record --format raw --threads --full-filenames``: the thread's
     name and the frames innermost first as (file name, function name).
 
+    ``--nonblocking`` reads the worker's memory while it runs, so a name is now and then
+    read from a frame being changed: characters that are not printable (NULs, seen in a
+    file name) become "?", so that the results stay text.
+
     >>> parse_py_spy_stack("thread (7): MainThread;main (/a/m.py:3);Loop.turn (/a/b.py:9)")
     ('MainThread', [('/a/b.py', 'Loop.turn'), ('/a/m.py', 'main')])
+    >>> parse_py_spy_stack("thread (7): MainThread;f (/usr/lib/" + chr(0) * 2 + ".py:1)")
+    ('MainThread', [('/usr/lib/??.py', 'f')])
     """
+    if not stack.isprintable():
+        stack = "".join(c if c.isprintable() else "?" for c in stack)
     parts = stack.split(";")
     thread = parts[0].split(": ", 1)[-1] if parts[0].startswith("thread (") else "?"
     frames: list[tuple[str, str]] = []
