@@ -235,15 +235,12 @@ class LoopSourceState(HeldWrites):
         self.changed_from.clear()
 
     def forget_unsealed(self) -> None:
-        """What was held is dropped (a rebalance): the cached values of the sources changed
-        since the last seal (changed in place, :attr:`copies`) are forgotten, so that the
-        next read assembles each from the store as it was sealed."""
+        """What was held is dropped (a rebalance; the loop goes on with a new state): the
+        cached values of the sources changed since the last seal (changed in place,
+        :attr:`copies`) are forgotten, so that the next read assembles each from the store
+        as it was sealed."""
         for key in self.partition_of_key:
             self.cache.pop(key, None)
-        self.pending.clear()
-        self.partition_of_key.clear()
-        self.changed_from.clear()
-        self.copies = Copies()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.store)
