@@ -584,8 +584,10 @@ class RulesStage:
 
 
 #: The parts of a source's state that :meth:`RulesStage.evaluate` changes in place; every
-#: other part it replaces whole (``latest``, ``accum``, ``newest``) or leaves alone.
-_CHANGED_IN_PLACE = ("seen", "series", "levels", "below_since", "flags")
+#: other part it replaces whole (``latest``, ``accum``, ``newest``) or leaves alone. What
+#: keeps a copy of a state apart from the state's later changes copies these parts and may
+#: share the others (here, and streams/source_state.py's heads).
+CHANGED_IN_PLACE = frozenset({"seen", "series", "levels", "below_since", "flags"})
 
 
 def _copy_state(st: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -598,7 +600,7 @@ def _copy_state(st: dict[str, Any] | None) -> dict[str, Any] | None:
     if not st:
         return None
     copy = dict(st)
-    for name in _CHANGED_IN_PLACE:
+    for name in CHANGED_IN_PLACE:
         part = st.get(name)
         if part is not None:
             copy[name] = dict(part)

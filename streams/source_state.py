@@ -39,6 +39,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from onemap.rules.evaluate import CHANGED_IN_PLACE
 from onemap.rules.windows import Series, point_time
 
 log = logging.getLogger(__name__)
@@ -84,21 +85,26 @@ def _slice(series: Series, lo: float, hi: float) -> Series:
                   bisect.bisect_left(series, hi, key=point_time)]
 
 
-def _detached(part: Any) -> Any:
-    """A part of the logical value as the head keeps it: a dict copied, and the lists in it
-    (a source's ``seen`` series), so that the rules changing the logical value in place
-    after this write (streams/rules_loop.py keeps it) leave the stored head as written.
-    The parts are small (levels, flags, the last hour's ``seen``): the series, the large
-    part, go into the head as new slices anyway.
+def _detached(name: str, part: Any) -> Any:
+    """A part of the logical value as the head keeps it. The rules change some parts in
+    place (rules.evaluate.CHANGED_IN_PLACE): those are copied, a dict and the lists in it (a
+    source's ``seen`` series), so that the rules changing the logical value after this write
+    (streams/rules_loop.py keeps it) leave the stored head as written. The parts are small
+    (levels, flags, the last hour's ``seen``): the series, the large part, go into the head
+    as new slices anyway. The other parts the rules replace whole (``latest``, ``accum``):
+    the head shares them.
 
     >>> seen = {"": [(1.0, 0.0)]}
-    >>> kept = _detached(seen)
+    >>> kept = _detached("seen", seen)
     >>> seen[""].append((2.0, 0.0))
     >>> kept
     {'': [(1.0, 0.0)]}
+    >>> latest = {"values": {"rain_mm": 1.0}}
+    >>> _detached("latest", latest) is latest
+    True
     """
-    if type(part) is not dict:
-        return part  # a number, a time, None
+    if type(part) is not dict or name not in CHANGED_IN_PLACE:
+        return part  # a number, a time, None, or a part replaced whole
     return {k: (list(v) if type(v) is list else v) for k, v in part.items()}
 
 
@@ -125,13 +131,13 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
     old_sealed: list[int] = list(old_head.get("sealed", ())) if same_layout else []
     # ids of an earlier chunk size cannot be reused: delete them all
     stale: list[int] = [] if same_layout else [int(k) for k in old_head.get("sealed", ())]
-    body = {k: _detached(v) for k, v in value.items()
+    body = {k: _detached(k, v) for k, v in value.items()
             if k != "series" and k not in LAYOUT_KEYS}
     non_empty = [s for s in series.values() if s]
     if not non_empty:
         if not old_sealed and not stale:
             # nothing to split (an incident, a CAP warning): the value as it is now
-            return Split({k: _detached(v) for k, v in value.items()}, {})
+            return Split({k: _detached(k, v) for k, v in value.items()}, {})
         return Split({**body, "series": {n: [] for n in series}, "sealed": [], "open": None,
                       "first": {}, "fresh": [], "chunk_s": chunk_s},
                      dict.fromkeys([*old_sealed, *stale]))
@@ -143,23 +149,31 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
         k_from = max(k_low, min(chunk_of(changed_from, chunk_s), int(old_open)))
     else:
         k_from = k_low
-    kept = [k for k in old_sealed if k_low <= k < k_from]
     written: dict[int, Chunk] = {}
-    for k in range(k_from, k_open):
-        lo, hi = k * chunk_s, (k + 1) * chunk_s
-        content = {}
-        for name, s in series.items():
-            part = _slice(s, lo, hi)
-            if part:
-                content[name] = part
-        if content:
-            written[k] = content
-    sealed = kept + sorted(written)
-    live = set(sealed)
-    chunks: dict[int, Chunk | None] = dict(written)
-    for k in (*old_sealed, *stale):
-        if k not in live:
-            chunks[k] = None
+    chunks: dict[int, Chunk | None] = {}
+    if k_from == k_open and not stale and (not old_sealed or (
+            k_low <= old_sealed[0] and old_sealed[-1] < k_from)):
+        # the common write (a live source, an hour not yet over): nothing to seal, no
+        # chunk trimmed away, the sealed ones stay as they are (the general case below
+        # gives the same; ``sealed`` is kept in ascending order)
+        sealed = old_sealed
+    else:
+        kept = [k for k in old_sealed if k_low <= k < k_from]
+        for k in range(k_from, k_open):
+            lo, hi = k * chunk_s, (k + 1) * chunk_s
+            content = {}
+            for name, s in series.items():
+                part = _slice(s, lo, hi)
+                if part:
+                    content[name] = part
+            if content:
+                written[k] = content
+        sealed = kept + sorted(written)
+        live = set(sealed)
+        chunks.update(written)
+        for k in (*old_sealed, *stale):
+            if k not in live:
+                chunks[k] = None
     open_lo = k_open * chunk_s
     head = {
         **body,

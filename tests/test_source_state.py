@@ -224,15 +224,21 @@ def test_record_dicts_are_the_dataclass_fields_in_order() -> None:
 def test_a_head_shares_nothing_the_rules_change_in_place() -> None:
     """The rules loop keeps changing a source's logical value in place after it is written
     (streams/rules_loop.py): the head written from it, with or without series, keeps what
-    was written."""
+    was written; the parts the rules replace whole (``latest``) are shared, not copied."""
     for value in ({"newest": 7500.0, "levels": {"rainstorm": 2}, "below_since": {},
                    "flags": {}, "seen": {"": [[7500.0, 0.0]]},
+                   "latest": {"values": {"rain_mm": 3.0}},
                    "series": {"rain": [[0.0, 1.0], [7500.0, 3.0]]}},
                   {"newest": 5.0, "levels": {"incident": 3}, "seen": {"": [[5.0, 0.0]]},
-                   "series": {}}):
-        head = split(value, {}, None).head
+                   "latest": {"values": {}}, "series": {}}):
+        first = split(value, {}, None).head
+        # and a write of the common kind (same hour, nothing sealed) after the first
+        value["newest"] += 60.0
+        head = split(value, first, value["newest"]).head
+        assert head["latest"] is value["latest"]
         written = orjson.dumps(head)
         value["levels"]["x"] = 1
         value["seen"][""].append((7800.0, 0.0))
         value["series"].setdefault("rain", []).append((7800.0, 4.0))
+        value["latest"] = {"values": {"rain_mm": 4.0}}
         assert orjson.dumps(head) == written
