@@ -295,3 +295,33 @@ def test_stages_ablation_runs_every_variant(tmp_path: Path) -> None:
     assert len(variants) == 11 and all(r["us_per_record"] > 0 for r in res["rows"])
     assert (tmp_path / "stages-ablation.md").read_text(encoding="utf-8").startswith(
         "Stages ablation")
+
+
+def test_the_compiled_tree_has_the_installed_layout_and_imports_the_extension_first(
+        tmp_path: Path) -> None:
+    """``benchmarks.compiled`` (the mypyc A/B of benchmarks/README.md): every package of the
+    namespace in the tree, with its data; a module compiled there is what ``onemap`` imports
+    with the tree on the path, and it answers as the interpreted module does (one small
+    module compiled here: the hot modules take a minute)."""
+    from benchmarks import compiled
+    tree = tmp_path / "tree"
+    built = compiled.build(tree, ["onemap/rules/windows.py"])
+    assert any(p.parent == tree / "onemap" / "rules" and p.name.startswith("windows.")
+               for p in built), built
+    assert (tree / "onemap" / "streams" / "feeds" / "weather.py").is_file()
+    assert (tree / "onemap" / "rules" / "default" / "rainstorm.yaml").is_file()
+    assert not (tree / "onemap" / "streams" / "feeds" / "feeds").exists()
+    probe = ("import onemap.rules.windows as w, onemap.rules.evaluate as e; "
+             "s = []\n"
+             "for t, v in ((0.0, 1.0), (600.0, 2.5), (300.0, 4.0), (3900.0, 1.0)):\n"
+             "    s = w.insert(s, t, v, 3600.0)\n"
+             "print(w.__file__.endswith('.so'), e.__file__.endswith('.py'), s, "
+             "w.window_sum(s, 3900.0, 3600.0), w.window_max(s, 3900.0, 3600.0))")
+    answers = [subprocess.run([sys.executable, "-P", "-c", probe], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": path}, capture_output=True,
+                              text=True, timeout=60, check=True).stdout.split(" ", 2)
+               for path in (str(tree), "")]
+    compiled_answer, interpreted_answer = answers
+    assert compiled_answer[:2] == ["True", "True"]
+    assert interpreted_answer[0] == "False"
+    assert compiled_answer[2] == interpreted_answer[2]
