@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -63,34 +62,56 @@ def require_str(obj: dict[str, Any], field: str, *, max_len: int = 64) -> str:
     value = obj.get(field)
     if value is None:
         raise InputRejected("missing-field", f"field {field!r} is required", field=field)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not (text := value.strip()):
         raise InputRejected("bad-field", f"field {field!r} must be a non-empty string",
                             field=field)
     if len(value) > max_len:
         raise InputRejected("bad-field", f"field {field!r} is longer than {max_len}", field=field)
-    return value.strip()
+    return text
 
 
 def require_number(obj: dict[str, Any], field: str, *, low: float, high: float) -> float:
     value = obj.get(field)
     if value is None:
         raise InputRejected("missing-field", f"field {field!r} is required", field=field)
-    return _number(value, field, low, high)
+    return number_within(value, field, low, high)
 
 
 def optional_number(
     obj: dict[str, Any], field: str, *, low: float, high: float,
 ) -> float | None:
     value = obj.get(field)
-    return None if value is None else _number(value, field, low, high)
+    return None if value is None else number_within(value, field, low, high)
 
 
-def _number(value: Any, field: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+def number_within(value: Any, field: str, low: float, high: float) -> float:
+    """``value`` as a float within [``low``, ``high``] (both finite), else InputRejected.
+
+    Every reading has a few numbers: the JSON decoder's own types (float, int; a bool is
+    neither) are told apart by their exact type first, and the bounds, being finite, also
+    refuse an infinite or NaN value (NaN compares false).
+
+    >>> number_within(3, "x", 0.0, 10.0), number_within(2.5, "x", 0.0, 10.0)
+    (3.0, 2.5)
+    >>> number_within(True, "x", 0.0, 10.0)
+    Traceback (most recent call last):
+    ...
+    onemap.errors.InputRejected: bad-field: field 'x' must be a number, got True
+    >>> number_within(float("nan"), "x", 0.0, 10.0)
+    Traceback (most recent call last):
+    ...
+    onemap.errors.InputRejected: out-of-range: field 'x' = nan is outside [0.0, 10.0]
+    """
+    kind = type(value)
+    number: float
+    if kind is float:
+        number = value
+    elif kind is int or (isinstance(value, int | float) and not isinstance(value, bool)):
+        number = float(value)
+    else:
         raise InputRejected("bad-field", f"field {field!r} must be a number, got {value!r:.40}",
                             field=field)
-    number = float(value)
-    if not math.isfinite(number) or not low <= number <= high:
+    if not low <= number <= high:
         raise InputRejected("out-of-range",
                             f"field {field!r} = {number} is outside [{low}, {high}]", field=field)
     return number
@@ -119,6 +140,8 @@ def require_event_time(obj: dict[str, Any], field: str) -> EventTime:
 
 def optional_position(obj: dict[str, Any]) -> tuple[float | None, float | None, str]:
     """lon/lat (both or neither) and their coordinate system."""
+    if "lon" not in obj and "lat" not in obj and "crs" not in obj:
+        return None, None, "wgs84"  # a registered station's record: its registry says where
     lon = optional_number(obj, "lon", low=-180.0, high=180.0)
     lat = optional_number(obj, "lat", low=-90.0, high=90.0)
     if (lon is None) != (lat is None):

@@ -19,8 +19,8 @@ from onemap.streams.feeds.base import (
     Feed,
     Reading,
     decode_object,
+    number_within,
     optional_bool,
-    optional_number,
     optional_position,
     require_event_time,
     require_str,
@@ -30,6 +30,9 @@ from onemap.streams.feeds.base import (
 #: Physical bounds: the world record hourly rain is ~305 mm; the strongest gust ~113 m/s.
 RAIN_MAX_MM = 2000.0
 WIND_MAX_MS = 120.0
+#: The measurements a record may carry, with their upper bounds (all are at least 0).
+MEASURES = (("rain_mm", RAIN_MAX_MM), ("rain_accum_mm", RAIN_MAX_MM),
+            ("wind_speed_ms", WIND_MAX_MS), ("wind_gust_ms", WIND_MAX_MS))
 
 
 def parse_weather(raw: bytes) -> Reading:
@@ -44,11 +47,10 @@ def parse_weather(raw: bytes) -> Reading:
     lon, lat, crs = optional_position(obj)
     values: dict[str, float] = {}
     attrs: dict[str, str] = {}
-    for field, high in (("rain_mm", RAIN_MAX_MM), ("rain_accum_mm", RAIN_MAX_MM),
-                        ("wind_speed_ms", WIND_MAX_MS), ("wind_gust_ms", WIND_MAX_MS)):
-        value = optional_number(obj, field, low=0.0, high=high)
+    for field, high in MEASURES:
+        value = obj.get(field)
         if value is not None:
-            values[field] = value
+            values[field] = number_within(value, field, 0.0, high)
     if "rain_mm" in values and "rain_accum_mm" in values:
         raise InputRejected("bad-field", "give rain_mm or rain_accum_mm, not both",
                             field="rain_accum_mm")
