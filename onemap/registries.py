@@ -123,10 +123,15 @@ class Registries:
     def for_feed(self, feed: str,
                  ) -> Mapping[str, WaterStation | WeatherStation | HazardPoint] | None:
         """The registry of a feed's sources; None for feeds whose records say where they
-        are (incidents, CAP warnings)."""
-        registries: dict[str, Mapping[str, WaterStation | WeatherStation | HazardPoint]] = {
-            "water": self.water, "weather": self.weather, "geohazard": self.hazard_points}
-        return registries.get(feed)
+        are (incidents, CAP warnings). (Asked for every reading by ingest and by the rules:
+        compared, not looked up in a dict built for each call.)"""
+        if feed == "weather":
+            return self.weather
+        if feed == "water":
+            return self.water
+        if feed == "geohazard":
+            return self.hazard_points
+        return None
 
     @classmethod
     def load(cls, directory: Path) -> Registries:
