@@ -100,11 +100,7 @@ def insert(series: Series, t: float, value: float, keep_s: float,
         series = list(series)
         if owned is not None:
             owned[id(series)] = series
-    _insert_in_place(series, point, keep_s)
-    return series
-
-
-def _insert_in_place(series: Series, point: tuple[float, float], keep_s: float) -> None:
+    # (in place from here; one function, not two: four inserts per weather reading)
     if series and series[-1][0] >= point[0]:  # late (rare): in its place
         series.insert(bisect.bisect_right(series, point, key=_ITEMS), point)
         horizon = series[-1][0] - keep_s
@@ -116,6 +112,7 @@ def _insert_in_place(series: Series, point: tuple[float, float], keep_s: float) 
         cut = 1 if series[1][0] >= horizon else bisect.bisect_left(series, horizon, 1,
                                                                     key=point_time)
         del series[:cut]
+    return series
 
 
 def window_sum(series: Series, end: float, seconds: float) -> float:
