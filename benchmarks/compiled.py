@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: A tree this module made holds this file: only such a folder is replaced by a new build.
+MARKER = ".onemap-compiled-tree"
 
 #: The modules a reading passes through in the ingest and rules loops, as installed. Not
 #: rules/weather.py and rules/water_level.py: their pydantic models have methods, and a
@@ -54,7 +56,12 @@ def installed_tree(dest: Path) -> None:
     file or data folder of the package's source folder) and the benchmarks."""
     mapping: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())[
         "tool"]["setuptools"]["package-dir"]
+    if dest.exists() and any(dest.iterdir()) and not (dest / MARKER).exists():
+        raise SystemExit(f"{dest} is not empty and not a tree this made (no {MARKER}): "
+                         f"give a new or empty folder")
     shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    (dest / MARKER).touch()
     package_folders = {ROOT / folder for folder in mapping.values()}
     for package, folder in mapping.items():
         target = dest.joinpath(*package.split("."))

@@ -325,3 +325,10 @@ def test_the_compiled_tree_has_the_installed_layout_and_imports_the_extension_fi
     assert compiled_answer[:2] == ["True", "True"]
     assert interpreted_answer[0] == "False"
     assert compiled_answer[2] == interpreted_answer[2]
+    # a folder it did not make is never replaced (the tree is deleted before a build)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    with pytest.raises(SystemExit, match="not a tree this made"):
+        compiled.installed_tree(tmp_path / "mine")
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "x"
+    compiled.installed_tree(tree)  # its own tree: rebuilt
