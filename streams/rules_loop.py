@@ -22,7 +22,8 @@ back: until every fetch has answered up to the end, since the embedded broker's 
 read low). The range assignor gives a worker the same partition number of both observations
 topics, and a rebalance keeps the state of the partitions a worker keeps.
 
-Sources that stopped reporting are checked between batches, every ``SILENCE_CHECK_S``.
+Sources that stopped reporting are checked between batches, every ``SILENCE_CHECK_S``, on
+the state as the turns left it (held writes included).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from onemap.records import Observation
+from onemap.records import Hazard, Observation
 from onemap.rules.evaluate import Copies, state_key
 from onemap.rules.lifecycle import rank_area
 from onemap.rules.rulebook import RuleBook
@@ -242,6 +243,16 @@ class LoopSourceState(HeldWrites):
         for key in self.partition_of_key:
             self.cache.pop(key, None)
 
+    def sources(self) -> list[tuple[str, Any]]:
+        """Each source's value as the turns since the last commit left it: the held writes
+        over the store's heads (chunks and markers left out), each with its partition."""
+        pending = self.pending
+        out = [(k, v) for k, v in self.store.items()
+               if k not in pending and not k.startswith(MARKER_PREFIX) and not is_chunk_key(k)]
+        out.extend((k, {**v, "partition": self.partition_of_key[k]})
+                   for k, v in pending.items() if isinstance(v, dict))
+        return out
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.store)
 
@@ -288,10 +299,7 @@ class RulesLoop(BatchLoop):
         if time.monotonic() - self._silence_checked < SILENCE_CHECK_S:
             return
         self._silence_checked = time.monotonic()
-        hazards = self.ctx.rules.silent_sources(
-            [(k, v) for k, v in self.store.items()
-             if not k.startswith(MARKER_PREFIX) and not is_chunk_key(k)],
-            self.ctx.rulebook.current)
+        hazards = self.silent_sources()
         if not hazards:
             return
         out = self.outbox(producer)
@@ -300,6 +308,14 @@ class RulesLoop(BatchLoop):
             out.add(self.hazards_topic, rank_area(hazard.place).encode(), hazard.to_json())
         await out.send()
         await producer.flush()
+
+    def silent_sources(self) -> list[Hazard]:
+        """"Sensor silent" hazards for the sources that stopped reporting, judged on the state
+        the turns since the last commit left (:meth:`LoopSourceState.sources`): a reading
+        processed but not committed yet counts. (Judged on the committed store, a source
+        whose newer reading was already processed was reported silent after its older
+        one, and that reading, applied already, could no longer end the silence.)"""
+        return self.ctx.rules.silent_sources(self.state.sources(), self.ctx.rulebook.current)
 
     async def process(self, batch: Batch, out: Outbox, producer: AIOKafkaProducer) -> int:
         await self.store.restore(self.ctx.settings.bootstrap_servers,

@@ -227,3 +227,37 @@ def test_a_revocation_between_slices_stops_the_batch_and_keeps_nothing() -> None
     whole_out = Outbox(lambda: None, lambda: None, {})
     asyncio.run(_process_counting_others(rules_loop_with(10_000), rising_water_batch(), whole_out))
     assert decided < len(whole_out.records[HAZARDS])  # only the first slice's hazards
+
+
+# -- silent sources --------------------------------------------------------------------------------
+
+def test_a_silence_is_judged_on_the_readings_processed_not_only_on_those_committed() -> None:
+    """The silence check between turns counts a reading processed since the last commit. A
+    CI run of the typhoon oracle caught the check on the committed store alone: it reported
+    five gauges silent after their 08:10 readings though their 08:11 readings were already
+    processed (held for the commit), so those could not end the silence, which lasted until
+    the gauges' next readings hours later."""
+    loop = rules_loop_with(10_000)
+    late, ahead = [s for s in sorted(REGISTRIES.water) if s.startswith("ZH-RIV-")][:2]
+    gap = BOOK.limits.silence_factor * REGISTRIES.water[late].expected_interval_s
+    offsets = iter(range(100))
+
+    def turn(*readings: tuple[str, float]) -> None:
+        records = [Fetched(OBSERVATIONS, 0, next(offsets), station.encode(), Observation(
+            "water", station, "river", datetime.fromtimestamp(t, UTC), 113.3, 22.1, Place(),
+            {"level_m": 1.0}).to_json()) for station, t in readings]
+        out = Outbox(lambda: None, lambda: None, {})
+        asyncio.run(loop.process({TopicPartition(OBSERVATIONS, 0): records}, out,
+                                 cast(Any, None)))
+
+    turn((late, T0), (ahead, T0 + 2 * gap))
+    loop.seal(Outbox(lambda: None, lambda: None, {}))  # committed: `late` far behind `ahead`
+    turn((late, T0 + 2 * gap))  # ... and back, in a turn not committed yet
+    assert loop.store.get(f"water:{late}")["newest"] == T0
+    assert loop.silent_sources() == []
+
+    turn((ahead, T0 + 4 * gap))  # now `late` is silent, after its newest processed reading
+    [silent] = loop.silent_sources()
+    assert silent.source_id == late and silent.level > 0
+    assert silent.observed_at.timestamp() == T0 + 2 * gap
+    assert loop.silent_sources() == []  # reported once
