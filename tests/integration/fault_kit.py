@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import redis
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from onemap.embedded import (
     broker_binary,
@@ -59,7 +59,7 @@ from onemap.sinks.sms.smsc import Smsc
 from onemap.streams.context import WorkerContext, build_context
 from onemap.streams.deadletter import RawRecord
 from tests.conftest import worker_env
-from tests.integration.kafka_helpers import produce_keyed, read_until
+from tests.integration.kafka_helpers import produce_keyed, read_until, reading_consumer
 from tests.proxy_kit import forward
 
 T = TypeVar("T")
@@ -205,8 +205,7 @@ class LedgerReader:
     """Reads the alert ledger as it grows, with one consumer (no group) for a whole run."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                      auto_offset_reset="earliest")
+        self.consumer = reading_consumer(bootstrap, auto_offset_reset="earliest")
         partitions = wait_for(lambda: self.consumer.partitions_for_topic(topic), 30,
                               f"topic {topic}")
         self.consumer.assign([TopicPartition(topic, p) for p in partitions])

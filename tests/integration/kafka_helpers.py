@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+#: kafka-python asks for fetch answers of up to ``fetch_max_bytes`` (50 MiB) but refuses a
+#: frame over ``receive_message_max_bytes`` (1 MB) by default: it logs "Invalid frame length",
+#: drops the connection and fetches again. A topic of a few MB read from the start hit that
+#: in CI. The reading consumers accept what they ask for.
+FETCH_MAX_BYTES = 50 * 1024 * 1024
+
+
+def reading_consumer(bootstrap: str, **config: Any) -> KafkaConsumer:
+    """A kafka-python consumer without a group (assign partitions to it) that accepts a
+    whole fetch answer."""
+    return KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                         fetch_max_bytes=FETCH_MAX_BYTES,
+                         receive_message_max_bytes=FETCH_MAX_BYTES + 1024 * 1024, **config)
 
 
 def produce(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> None:
@@ -26,8 +41,8 @@ def read_until(
 
     Records are counted by reading them (the embedded broker's end offsets can read low).
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=500)
+    consumer = reading_consumer(bootstrap, auto_offset_reset="earliest",
+                                consumer_timeout_ms=500)
     records: list[tuple[bytes | None, bytes]] = []
     try:
         deadline = time.monotonic() + timeout_s

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from onemap.embedded import redis_binary, spawn, stop, wait_until
 from onemap.records import Alert
@@ -66,7 +66,7 @@ from tests.integration.fault_kit import (
     wait_for,
     wait_group_settled,
 )
-from tests.integration.kafka_helpers import produce_keyed, read_until
+from tests.integration.kafka_helpers import produce_keyed, read_until, reading_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -454,8 +454,8 @@ def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
 def hazard_produced_at(bootstrap: str, topic: str, hazard_id: str, observed_at: str) -> float:
     """When the rules stage produced a hazard record (its Kafka timestamp, set by the
     worker's producer, Unix seconds)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    consumer = reading_consumer(bootstrap, auto_offset_reset="earliest",
+                                consumer_timeout_ms=2000)
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         consumer.assign([TopicPartition(topic, p) for p in partitions])
