@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 
+import faust
 import redis
 import redis.asyncio as aioredis
 from faust.worker import Worker
@@ -55,6 +56,20 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG, middle, old)
 
 
+def faust_worker(app: faust.App, settings: Settings) -> Worker:
+    """faust's worker for ``app``, leaving the logging as :func:`onemap.logs.configure` set it.
+
+    By default mode's worker replaces the root logger's handlers with its own (so after the
+    start ``ONEMAP_LOG_FORMAT=json`` no longer applied, nor our text format with the logger's
+    name), and faust's start-up spinner sets the root logger to DEBUG for good: every debug
+    call of aiokafka, faust and mode (several per fetch and produce request) then built a
+    log record, walked the stack for its caller and passed two handlers, to be dropped."""
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                    override_logging=False)
+    worker.spinner = None  # its terminal codes went to the log
+    return worker
+
+
 def run_worker(settings: Settings) -> int:
     logs.configure(settings.log_level, settings.log_format)
     ctx = build_context(settings)  # bad boundaries, registries, rules or roster fail here
@@ -83,7 +98,7 @@ def run_worker(settings: Settings) -> int:
     log.warning("worker starting: kafka=%s redis=%s metrics=http://%s:%d/metrics",
                 settings.kafka_url, settings.redis_url, settings.metrics_host,
                 settings.metrics_port)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = faust_worker(app, settings)
     tune_gc()
     worker.execute_from_commandline()
     return 0
