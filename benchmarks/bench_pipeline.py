@@ -908,7 +908,7 @@ def plan_for(quick: bool) -> Plan:
         return Plan(warmup=600, drain_s=2.0, min_backlog=1000, max_backlog=1500, rates=[200.0],
                     step_s=3.0)
     # 24.25 h of history at 300 s steps = 291 rounds of the 165 sources
-    return Plan(warmup=49_000, drain_s=40.0, min_backlog=5_000, max_backlog=60_000,
+    return Plan(warmup=49_000, drain_s=40.0, min_backlog=5_000, max_backlog=200_000,
                 rates=[500.0, 2_000.0, 5_000.0], step_s=20.0)
 
 
