@@ -89,6 +89,10 @@ BASE = datetime(2026, 7, 1, 0, 0, tzinfo=CST)
 STEP_S = 300
 PARTITIONS = 4
 TICK_S = 0.02
+#: how often the workers' processed count is read from their /metrics (drains and steps): a
+#: scrape is not free (at four a second ~9 % of a worker's busy time; Prometheus scrapes
+#: every 15 s: deploy/prometheus/prometheus.yml)
+SAMPLE_S = 1.0
 #: "flat": backlog growth over the second half of a step below this share of the rate
 FLAT_SHARE = 0.02
 TARGET_PER_WORKER = 20_000.0
@@ -357,6 +361,8 @@ class Driver:
         self.unmatched = 0
         self.produced = 0
         self._partitions: dict[str, list[int]] = {}
+        #: each source key's topic and partition
+        self._where: dict[bytes, tuple[str, int]] = {}
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Driver:
@@ -422,11 +428,14 @@ class Driver:
         """Hand ``records`` to the producer in one batch per partition; with ``track`` each
         threshold-crossing reading's send time is kept for the latency match."""
         by_tp: dict[tuple[str, int], list[Record]] = {}
+        where = self._where
         for r in records:
-            topic = f"{self.prefix}.in.{r.topic_feed}"
-            parts = self._partitions[topic]
-            p = self.partitioner(r.key, parts, parts)
-            by_tp.setdefault((topic, p), []).append(r)
+            tp = where.get(r.key)
+            if tp is None:  # murmur2 in Python: once per source, not per reading
+                topic = f"{self.prefix}.in.{r.topic_feed}"
+                parts = self._partitions[topic]
+                tp = where[r.key] = (topic, self.partitioner(r.key, parts, parts))
+            by_tp.setdefault(tp, []).append(r)
         now, wall = time.monotonic(), time.time()
         futures: list[asyncio.Future[Any]] = []
         for (topic, p), rs in by_tp.items():
@@ -498,12 +507,10 @@ class Group:
 
 async def wait_processed(group: Group, target: float, timeout_s: float,
                          samples: list[tuple[float, float]] | None = None,
-                         interval_s: float = 1.0) -> bool:
-    """Wait until the rules stage has processed ``target`` records (sampling the count).
-
-    Once a second: a scrape of the worker's /metrics is not free (at four a second they took
-    ~9 % of a worker's busy time, in its HTTP thread and prometheus_client); crossing times
-    are interpolated between samples, so a drain of tens of seconds loses no precision.
+                         interval_s: float = SAMPLE_S) -> bool:
+    """Wait until the rules stage has processed ``target`` records (sampling the count
+    every :data:`SAMPLE_S`; crossing times are interpolated between samples, so a drain of
+    several seconds loses no precision).
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -576,6 +583,10 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
     load = loadavg()
     backlog: list[tuple[float, float]] = []
     futures: list[asyncio.Future[Any]] = []
+    # the step's readings made before it: the benchmark shares the cores with the workers,
+    # and making them as they are due took CPU the workers then lacked at high rates
+    records = driver.workload.take(int(rate * duration_s) + 1)
+    own0 = cpu_seconds(os.getpid())
     started = time.monotonic()
     next_sample = started
     sent = 0
@@ -584,18 +595,19 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
         elapsed = now - started
         if elapsed >= duration_s:
             break
-        due = int(rate * elapsed) - sent
+        due = min(int(rate * elapsed), len(records)) - sent
         if due > 0:
-            futures += await driver.send(driver.workload.take(due), track=True)
+            futures += await driver.send(records[sent:sent + due], track=True)
             sent += due
         if now >= next_sample:
-            next_sample = now + 0.5
+            next_sample = now + SAMPLE_S
             done = await asyncio.to_thread(group.processed)
             backlog.append((now - started, driver.produced - produced0 - (done - base)))
         await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - now)))
     await asyncio.gather(*futures)
     produced = driver.produced - produced0
     cpu_during = sum(b - a for a, b in zip(cpu0, group.cpu(), strict=True))
+    driver_cpu = cpu_seconds(os.getpid()) - own0
     # the growth of the backlog over the second half of the step
     half = [(t, b) for t, b in backlog if t >= duration_s / 2]
     growth = 0.0
@@ -624,6 +636,7 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
         "latency_max_ms": round(max(lat) * 1000, 1) if lat else None,
         "hops": hop_percentiles(driver.hops),
         "worker_cpu_share": round(cpu_during / duration_s / len(group.workers), 3),
+        "driver_cpu_share": round(driver_cpu / duration_s, 3),
         "loadavg": load,
     }
 
@@ -989,7 +1002,8 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                     f"p50 {step['latency_p50_ms']} ms, p99 {step['latency_p99_ms']} ms ("
                     + ", ".join(f"{h} {v['p50_ms']}/{v['p99_ms']}"
                                 for h, v in step["hops"].items()) + "), "
-                    f"load {step['loadavg']}")
+                    f"CPU: worker {step['worker_cpu_share']:.2f}, benchmark "
+                    f"{step['driver_cpu_share']:.2f}, load {step['loadavg']}")
         out.update({"warmup": warm, "capacity": cap, "steps": steps,
                     "capacity_records_per_s": capacity,
                     "capacity_per_worker": round(capacity / size, 1)})
@@ -1159,21 +1173,23 @@ def markdown(res: dict[str, Any]) -> str:
         "## Rate steps: backlog and event → alert latency",
         "",
         "| workers | offered rec/s | achieved | backlog growth /s | flat | backlog at end | "
-        "alerts | p50 ms | p99 ms | max ms | worker CPU share | load |",
-        "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "alerts | p50 ms | p99 ms | max ms | worker CPU share | benchmark CPU share | load |",
+        "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- |",
     ]
     for g in res["groups"]:
         for s in g["steps"]:
             if "skipped" in s:
                 lines.append(f"| {g['workers']} | {s['rate']:,.0f} | not run: {s['skipped']} "
-                             "| | | | | | | | | |")
+                             "| | | | | | | | | | |")
                 continue
             lines.append(
                 f"| {g['workers']} | {s['rate']:,.0f} | {s['achieved_rate']:,.0f} | "
                 f"{s['backlog_growth_per_s']:+,.0f} | {'yes' if s['flat'] else 'no'} | "
                 f"{s['backlog_at_end']:,} | {s['alerts']} | {_fmt(s['latency_p50_ms'], 1)} | "
                 f"{_fmt(s['latency_p99_ms'], 1)} | {_fmt(s['latency_max_ms'], 1)} | "
-                f"{s['worker_cpu_share']:.2f} | {s['loadavg']} |")
+                f"{s['worker_cpu_share']:.2f} | {_fmt(s.get('driver_cpu_share'), 2)} | "
+                f"{s['loadavg']} |")
     split = [(g["workers"], s) for g in res["groups"] for s in g["steps"] if s.get("hops")]
     if split:
         lines += ["", "Where each alert's latency went, by hop (broker timestamps: when a stage "
