@@ -194,6 +194,27 @@ def test_the_rate_target_says_what_the_floor_leaves_for_the_stages() -> None:
     assert "floor" not in bench_pipeline.targets([one])[0]["measured"]
 
 
+def test_the_rate_target_is_met_only_if_a_step_at_the_target_rate_stays_flat() -> None:
+    """A drain's rate per CPU-second is what a worker does with a core to itself; the target
+    is a sustained rate, so a step at it whose backlog grew keeps it from being met."""
+    def one(per_cpu: float, *steps: tuple[float, bool, float]) -> dict[str, object]:
+        return {"workers": 1, "capacity_per_worker": per_cpu, "capacity": {
+            "records_per_cpu_s": per_cpu}, "steps": [
+            {"rate": rate, "flat": flat, "achieved_rate": rate, "backlog_growth_per_s": growth,
+             "worker_cpu_share": 0.9, "latency_p99_ms": 300.0} for rate, flat, growth in steps]}
+
+    row = bench_pipeline.targets([one(22_000.0, (5_000.0, True, 2.0),
+                                      (20_000.0, False, 1_750.0))])[0]
+    assert row["verdict"].startswith("**not flat at the target**")
+    assert "flat up to 5,000 rec/s; offered 20,000 rec/s, it worked off 18,250 with 0.90 of " \
+        "a core" in row["measured"]
+    assert bench_pipeline.targets([one(22_000.0, (20_000.0, True, 5.0))])[0]["verdict"] == "met"
+    assert bench_pipeline.targets([one(22_000.0)])[0]["verdict"] == (
+        "met in the drain (no step at the target rate)")
+    assert bench_pipeline.targets([one(10_000.0, (5_000.0, True, 0.0))])[0]["verdict"] == \
+        "**missed by 2.0×**"
+
+
 @pytest.mark.integration
 @pytest.mark.browser
 def test_sinks_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
