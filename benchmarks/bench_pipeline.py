@@ -1279,7 +1279,8 @@ def targets(groups: list[dict[str, Any]], floor: dict[str, Any] | None = None
     # "sustained" is a rate the backlog stays flat at: a drain's rate per CPU-second meets
     # it only if no step at the target rate or above grew its backlog
     run = [s for s in one["steps"] if "skipped" not in s]
-    grew = [s for s in run if s["rate"] >= TARGET_PER_WORKER and not s["flat"]]
+    at_target = [s for s in run if s["rate"] >= TARGET_PER_WORKER]
+    grew = [s for s in at_target if not s["flat"]]
     flat = max((s["rate"] for s in run if s["flat"]), default=None)
     measured = (f"{per_worker:,.0f} rec/s per worker ({one['workers']} in the group), "
                 f"{per_cpu:,.0f} per CPU-second in the drain")
@@ -1296,7 +1297,7 @@ def targets(groups: list[dict[str, Any]], floor: dict[str, Any] | None = None
         verdict = f"**missed by {TARGET_PER_WORKER / max(per_cpu, 1):.1f}×**"
     elif grew:
         verdict = "**not flat at the target** (the drain's rate per CPU-second meets it)"
-    elif not any(s["rate"] >= TARGET_PER_WORKER for s in run):
+    elif not at_target:
         verdict = "met in the drain (no step at the target rate)"
     else:
         verdict = "met"
