@@ -1311,9 +1311,13 @@ def targets(groups: list[dict[str, Any]], floor: dict[str, Any] | None = None
               for s in g["steps"] if s.get("rate") == TARGET_P99_RATE and "skipped" not in s]
     step = next((s for s in one["steps"] if s.get("rate") == TARGET_P99_RATE
                  and "skipped" not in s), None)
-    if step is None:
+    verdict = ""
+    if step is None and any(s.get("rate") == TARGET_P99_RATE for s in one["steps"]):
         measured = "not measurable: above one worker's capacity"
         ok = False
+    elif step is None:  # a run without that step (--capacity-only, --rates): no verdict
+        measured = f"not measured (no step at {TARGET_P99_RATE:,.0f} rec/s)"
+        ok, verdict = False, "not measured"
     else:
         p99 = step["latency_p99_ms"]
         ok = p99 is not None and p99 < TARGET_P99_S * 1000 and step["flat"]
@@ -1321,7 +1325,7 @@ def targets(groups: list[dict[str, Any]], floor: dict[str, Any] | None = None
                     + (", profiled" if one.get("profile") else "") + ")"
                     + ("" if step["flat"] else ", not flat"))
     out.append({"target": target, "measured": "; ".join([measured, *shared]),
-                "verdict": "met" if ok else "**missed**"})
+                "verdict": verdict or ("met" if ok else "**missed**")})
     return out
 
 

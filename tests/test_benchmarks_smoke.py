@@ -160,7 +160,9 @@ def test_the_latency_target_is_one_worker_s_and_shared_rates_are_reported() -> N
     sharing that rate is reported beside it, not counted."""
     def group(workers: int, p99: float | None, flat: bool, profiled: bool = False
               ) -> dict[str, object]:
-        steps = [] if p99 is None else [{"rate": 5000.0, "latency_p99_ms": p99, "flat": flat}]
+        steps: list[dict[str, object]] = (
+            [{"rate": 5000.0, "skipped": "above the measured capacity"}] if p99 is None
+            else [{"rate": 5000.0, "latency_p99_ms": p99, "flat": flat}])
         return {"workers": workers, "capacity_per_worker": 9000.0,
                 "capacity": {"records_per_cpu_s": 9500.0}, "steps": steps,
                 **({"profile": {"samples": 1}} if profiled else {})}
@@ -178,6 +180,11 @@ def test_the_latency_target_is_one_worker_s_and_shared_rates_are_reported() -> N
     assert row["measured"] == ("not measurable: above one worker's capacity; "
                                "p99 700.0 ms with 2 workers sharing it (not flat)")
     assert "profiled" in p99_row(group(1, 900.0, True, profiled=True))["measured"]
+    # a run that did not step at 5,000 rec/s (--capacity-only, --rates) judges nothing
+    unstepped = {**group(1, 480.0, True), "steps": []}
+    assert p99_row(unstepped) == {"target": "p99 < 500 ms at 5,000 rec/s",
+                                  "measured": "not measured (no step at 5,000 rec/s)",
+                                  "verdict": "not measured"}
 
 
 def test_the_rate_target_says_what_the_floor_leaves_for_the_stages() -> None:
