@@ -105,7 +105,92 @@ def _detached(name: str, part: Any) -> Any:
     """
     if type(part) is not dict or name not in CHANGED_IN_PLACE:
         return part  # a number, a time, None, or a part replaced whole
+    return _copied(part)
+
+
+def _copied(part: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if type(v) is list else v) for k, v in part.items()}
+
+
+#: the parts of the value besides its series that the rules change in place
+_COPIED_PARTS = tuple(sorted(CHANGED_IN_PLACE - {"series"}))
+
+
+def _body(value: dict[str, Any]) -> dict[str, Any]:
+    """The logical value but its series (and any layout key), as the head keeps it:
+    :func:`_detached` of each part, for the whole value at once (a head is written for
+    every source at every commit: for a live source, once per reading).
+
+    >>> value = {"newest": 1.0, "series": {"rain": []}, "seen": {"": [(1.0, 0.0)]},
+    ...          "latest": {"values": {}}, "open": 3}
+    >>> body = _body(value)
+    >>> body == {"newest": 1.0, "seen": {"": [(1.0, 0.0)]}, "latest": {"values": {}}}
+    True
+    >>> body["seen"][""] is value["seen"][""], body["latest"] is value["latest"]
+    (False, True)
+    """
+    body = dict(value)
+    body.pop("series", None)
+    if not LAYOUT_KEYS.isdisjoint(body):
+        for name in LAYOUT_KEYS:
+            body.pop(name, None)
+    for name in _COPIED_PARTS:
+        part = body.get(name)
+        if type(part) is dict:
+            # (inline, not _copied: the parts are a few small dicts, a call each cost more
+            # than the copy)
+            copy = body[name] = part.copy()
+            for k, v in part.items():
+                if type(v) is list:
+                    copy[k] = list(v)
+    return body
+
+
+def _span(series: dict[str, Series]) -> tuple[dict[str, float], float | None, float | None]:
+    """Each non-empty series' first time, and the oldest and the newest time of them all
+    (None: every series is empty). One loop: a head is written for every source at every
+    commit.
+
+    >>> _span({"rain": [(0.0, 1.0), (300.0, 2.0)], "wind_mean": [], "level": [(60.0, 1.0)]})
+    ({'rain': 0.0, 'level': 60.0}, 0.0, 300.0)
+    """
+    first: dict[str, float] = {}
+    oldest = newest = None
+    for name, s in series.items():
+        if s:
+            t_first, t_last = s[0][0], s[-1][0]
+            first[name] = t_first
+            if newest is None or t_last > newest:
+                newest = t_last
+            if oldest is None or t_first < oldest:
+                oldest = t_first
+    return first, oldest, newest
+
+
+def _reseal(series: dict[str, Series], old_sealed: list[int], stale: list[int], *,
+            k_low: int, k_from: int, k_open: int, chunk_s: float,
+            ) -> tuple[list[int], dict[int, Chunk], dict[int, Chunk | None]]:
+    """The sealed chunk ids after a write that may have changed the chunks from ``k_from``
+    (those before ``k_open`` are written again), the chunks written, and the chunk records
+    to write (None: delete; those before ``k_low`` are trimmed away, ``stale`` ones dropped)."""
+    written: dict[int, Chunk] = {}
+    kept = [k for k in old_sealed if k_low <= k < k_from]
+    for k in range(k_from, k_open):
+        lo, hi = k * chunk_s, (k + 1) * chunk_s
+        content = {}
+        for name, s in series.items():
+            part = _slice(s, lo, hi)
+            if part:
+                content[name] = part
+        if content:
+            written[k] = content
+    sealed = kept + sorted(written)
+    live = set(sealed)
+    chunks: dict[int, Chunk | None] = dict(written)
+    for k in (*old_sealed, *stale):
+        if k not in live:
+            chunks[k] = None
+    return sealed, written, chunks
 
 
 def split(value: dict[str, Any], previous: Any, changed_from: float | None,
@@ -131,10 +216,9 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
     old_sealed: list[int] = list(old_head.get("sealed", ())) if same_layout else []
     # ids of an earlier chunk size cannot be reused: delete them all
     stale: list[int] = [] if same_layout else [int(k) for k in old_head.get("sealed", ())]
-    body = {k: _detached(k, v) for k, v in value.items()
-            if k != "series" and k not in LAYOUT_KEYS}
-    non_empty = [s for s in series.values() if s]
-    if not non_empty:
+    body = _body(value)
+    first, oldest, newest = _span(series)
+    if newest is None or oldest is None:
         if not old_sealed and not stale:
             # nothing to split (an incident, a CAP warning): the value as it is now
             return Split({k: _detached(k, v) for k, v in value.items()}, {})
@@ -142,8 +226,8 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
                       "first": {}, "fresh": [], "chunk_s": chunk_s},
                      dict.fromkeys([*old_sealed, *stale]))
     # (chunk_of is monotonic: the chunk of the latest time is the latest chunk)
-    k_open = chunk_of(max(s[-1][0] for s in non_empty), chunk_s)
-    k_low = chunk_of(min(s[0][0] for s in non_empty), chunk_s)
+    k_open = chunk_of(newest, chunk_s)
+    k_low = chunk_of(oldest, chunk_s)
     old_open = old_head.get("open")
     if same_layout and changed_from is not None and old_open is not None:
         k_from = max(k_low, min(chunk_of(changed_from, chunk_s), int(old_open)))
@@ -158,33 +242,19 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
         # gives the same; ``sealed`` is kept in ascending order)
         sealed = old_sealed
     else:
-        kept = [k for k in old_sealed if k_low <= k < k_from]
-        for k in range(k_from, k_open):
-            lo, hi = k * chunk_s, (k + 1) * chunk_s
-            content = {}
-            for name, s in series.items():
-                part = _slice(s, lo, hi)
-                if part:
-                    content[name] = part
-            if content:
-                written[k] = content
-        sealed = kept + sorted(written)
-        live = set(sealed)
-        chunks.update(written)
-        for k in (*old_sealed, *stale):
-            if k not in live:
-                chunks[k] = None
+        sealed, written, chunks = _reseal(series, old_sealed, stale, k_low=k_low,
+                                          k_from=k_from, k_open=k_open, chunk_s=chunk_s)
     open_lo = k_open * chunk_s
-    head = {
-        **body,
-        "series": {name: s[bisect.bisect_left(s, open_lo, key=point_time):]
-                   for name, s in series.items()},
-        "sealed": sealed, "open": k_open,
-        "first": {name: s[0][0] for name, s in series.items() if s},
-        "fresh": [[k, c] for k, c in written.items()],
-        "chunk_s": chunk_s,
-    }
-    return Split(head, chunks)
+    tails: dict[str, Series] = {}
+    for name, s in series.items():
+        tails[name] = s[bisect.bisect_left(s, open_lo, key=point_time):]
+    body["series"] = tails
+    body["sealed"] = sealed
+    body["open"] = k_open
+    body["first"] = first
+    body["fresh"] = [[k, c] for k, c in written.items()] if written else []
+    body["chunk_s"] = chunk_s
+    return Split(body, chunks)
 
 
 def assemble(head: Any, read_chunk: Callable[[int], Any], source_key: str = "") -> Any:
