@@ -467,8 +467,8 @@ class RulesStage:
                 obs, "too-late", "a late accumulated-rainfall reading cannot be turned "
                 "into an increment; send increments (rain_mm) to backfill"))
             return Decision.TOO_LATE
-        arrival = self._record(obs, st, key=key, t=t, arrival=arrival, source=source,
-                               rules=rules, limits=limits, result=result)
+        arrival = self._record(obs, st, key=key, t=t, stream=stream, arrival=arrival,
+                               source=source, rules=rules, limits=limits, result=result)
         changed = self._apply_levels(obs, st, key=key, evaluator=evaluator, source=source,
                                      rules=rules, limits=limits, result=result)
         # written even when it is the stored object itself (one of the copies, changed in
@@ -494,8 +494,8 @@ class RulesStage:
         return st
 
     def _record(self, obs: Observation, st: dict[str, Any], *, key: str, t: float,
-                arrival: Arrival, source: Source, rules: RuleBook, limits: Limits,
-                result: RulesResult) -> Arrival:
+                stream: str, arrival: Arrival, source: Source, rules: RuleBook,
+                limits: Limits, result: RulesResult) -> Arrival:
         """Add an admitted reading to the source's series (and, if it is the newest, make it
         the source's latest); end a "silent" hazard if the source is back. Returns the
         arrival as it relates to the whole source (late if older than its newest)."""
@@ -508,11 +508,10 @@ class RulesStage:
         owned = self.copies.series if self.copies is not None else None
         for name, series_name in SERIES[obs.feed].items():
             if name in values:
-                series[series_name] = insert(series.get(series_name, []), t, values[name],
+                series[series_name] = insert(series.get(series_name, _EMPTY), t, values[name],
                                              keep_s, owned)
-        stream = obs.attrs.get("sensor", "")
-        st["seen"][stream] = insert(st["seen"].get(stream, []), t, 0.0, limits.lateness_s,
-                                    owned)
+        seen = st["seen"]
+        seen[stream] = insert(seen.get(stream, _EMPTY), t, 0.0, limits.lateness_s, owned)
         if st["newest"] is not None and t < st["newest"]:
             return LATE  # in order for its sensor, but older than the source
         if arrival is IN_ORDER:
@@ -540,7 +539,8 @@ class RulesStage:
                       result: RulesResult) -> bool:
         """Settle each hazard type's proposed level against the one in force (held on the
         way down) and emit a hazard where it changes; whether any did."""
-        current = {k: _LEVEL_OF[v] for k, v in st["levels"].items()}
+        levels = st["levels"]
+        current = {k: _LEVEL_OF[v] for k, v in levels.items()} if levels else {}
         changed = False
         hold = 0.0 if obs.feed in IMMEDIATE else limits.downgrade_hold_s
         explained: dict[str, Candidate] | None = None
@@ -565,7 +565,7 @@ class RulesStage:
             flags[hazard_type] = flag
             if level == now_level and not newly_accelerating:
                 continue
-            st["levels"][hazard_type] = int(level)
+            levels[hazard_type] = int(level)
             changed = True
             if explained is None:  # a hazard is emitted (rare): now its figure and reason
                 explained = {c.hazard_type: c for c in evaluator(st, entry, rules, current)}
