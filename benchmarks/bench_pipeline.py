@@ -43,6 +43,14 @@ What is measured, for each group size (1, then 2 workers):
   where its time goes (faust and aiokafka internals, our stages, JSON, the producer, idle)
   is written to the results.
 
+``--network N`` runs another workload: N synthetic weather stations (registered in a copy of
+the fixture registries the workers load, each a few metres from a fixture station) besides
+the fixture's, so that at the target rate each source reports about once per commit
+interval, as a city's network of sensors reporting every few minutes does: a source's state
+is then written (its head split and encoded) for every reading, not once per ~30 readings
+as with the fixture's 165 sources. Its warm-up fills 2 h of history per source
+(``NETWORK_WARM_ROUNDS``), not 24 h: 24 h of every source would take minutes and gigabytes.
+
 The machine is shared (2 cores; other processes may run): /proc/loadavg is recorded at each
 measurement, and the CPU-normalised rates are the figures to compare across runs.
 
@@ -52,6 +60,7 @@ Usage::
     python -m benchmarks.bench_pipeline --quick    # tiny, 1 worker, no profile (smoke test)
     python -m benchmarks.bench_pipeline --out DIR  # write DIR/pipeline.json and .md instead
     python -m benchmarks.bench_pipeline --workers 1 --profile-rate 2000  # a moderate rate
+    python -m benchmarks.bench_pipeline --workers 1 --network 10000   # a sensor network
 """
 
 from __future__ import annotations
@@ -95,6 +104,11 @@ TICK_S = 0.02
 SAMPLE_S = 1.0
 #: "flat": backlog growth over the second half of a step below this share of the rate
 FLAT_SHARE = 0.02
+#: ``--network``: rounds of warm-up (2 h of history per source at STEP_S)
+NETWORK_WARM_ROUNDS = 24
+#: ``--network``: how far a synthetic station lies from the fixture station it is placed by
+#: (degrees; ~10 m: the same village, inside the map)
+NETWORK_JITTER_DEG = 1e-4
 TARGET_PER_WORKER = 20_000.0
 TARGET_P99_S = 0.5
 TARGET_P99_RATE = 5_000.0
@@ -123,10 +137,34 @@ class Record:
     crossing: bool
 
 
-def sources() -> list[Source]:
-    """The fixture registries' water stations (not waterlogging points) and weather stations."""
+def network_registries(directory: Path, stations: int, seed: int = 11) -> Path:
+    """A copy of the fixture registries in ``directory`` with ``stations`` more weather
+    stations (``ZH-NET-00001``...), each placed ~10 m from a fixture weather station picked
+    in turn, reporting every 300 s; returns ``directory``."""
+    from onemap.registries import default_registries_dir
+    fixture = Path(default_registries_dir())
+    shutil.copytree(fixture, directory)
+    path = directory / "weather_stations.csv"
+    rows = path.read_text(encoding="utf-8").splitlines()
+    header, fixture_rows = rows[0].split(","), [r.split(",") for r in rows[1:] if r]
+    lon_i, lat_i = header.index("lon"), header.index("lat")
+    rnd = random.Random(seed)
+    lines = []
+    for i in range(stations):
+        near = fixture_rows[i % len(fixture_rows)]
+        lon = float(near[lon_i]) + rnd.uniform(-NETWORK_JITTER_DEG, NETWORK_JITTER_DEG)
+        lat = float(near[lat_i]) + rnd.uniform(-NETWORK_JITTER_DEG, NETWORK_JITTER_DEG)
+        lines.append(f"ZH-NET-{i + 1:05d},网络站{i + 1:05d},{lon:.6f},{lat:.6f},300")
+    with path.open("a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return directory
+
+
+def sources(registries: Path | None = None) -> list[Source]:
+    """The registries' water stations (not waterlogging points) and weather stations (the
+    fixture's unless ``registries`` is given)."""
     from onemap.registries import Registries, default_registries_dir
-    reg = Registries.load(Path(default_registries_dir()))
+    reg = Registries.load(registries or Path(default_registries_dir()))
     out: list[Source] = []
     for sid, st in sorted(reg.water.items()):
         if st.kind == "waterlogging":
@@ -269,10 +307,12 @@ class WorkerProc:
 
 
 def worker_env(bootstrap: str, redis_url: str, data: Path, prefix: str,
-               metrics_port: int) -> dict[str, str]:
+               metrics_port: int, *, registries: Path | None = None) -> dict[str, str]:
     """The environment of a benchmark worker: the embedded-default group timeouts of the
-    tests, its own topics, SMS to a file outbox."""
+    tests, its own topics, SMS to a file outbox (and ``registries`` instead of the
+    fixture's)."""
     return {
+        **({"ONEMAP_REGISTRIES_DIR": str(registries)} if registries else {}),
         **{k: v for k, v in os.environ.items() if not k.startswith("ONEMAP_")},
         "ONEMAP_KAFKA": f"kafka://{bootstrap}", "ONEMAP_REDIS": redis_url,
         "ONEMAP_APP_ID": f"{prefix}-app", "ONEMAP_TOPIC_PREFIX": prefix,
@@ -905,7 +945,7 @@ def as_worker(out: Path | None, prelude: Path | None) -> int:
 
 @dataclasses.dataclass
 class Plan:
-    warmup: int  # records that bring every source's state to its 24 h size
+    warmup: int  # records that bring every source's state to its 24 h size (fixture)
     drain_s: float  # the capacity backlog is this many seconds of the warm-up's rate...
     min_backlog: int  # ... but at least this many records
     max_backlog: int  # ... and at most this many
@@ -932,7 +972,8 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                     alert_fraction: float, broker_pid: int, profile: bool,
                     prelude: Path | None, say: Callable[[str], None],
                     profile_rate: float | None = None,
-                    profiler: str = "py-spy") -> dict[str, Any]:
+                    profiler: str = "py-spy",
+                    registries: Path | None = None) -> dict[str, Any]:
     """Start ``size`` workers in a new group; warm up; capacity; rate steps. With
     ``profile`` the first worker is sampled (by py-spy, or by the in-process
     :class:`Sampler` if ``profiler`` is "sampler") and its profile covers the capacity drain,
@@ -946,7 +987,8 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
         for i in range(size):
             data = tmp / f"{prefix}-{i}"
             workers.append(start_worker(
-                worker_env(bootstrap, redis_url, data, prefix, free_port()), data,
+                worker_env(bootstrap, redis_url, data, prefix, free_port(),
+                           registries=registries), data,
                 profile_out=profile_out if in_process and i == 0 else None, prelude=prelude))
         wait_settled(workers)
         sampled: InProcessProfile | PySpyProfile = (
@@ -956,13 +998,17 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
         group = Group(workers)
         say(f"  {size} worker(s) ready (group settled){' [profiled]' if profile else ''}, "
             f"load {loadavg()}")
-        workload = Workload(sources(), alert_fraction)
+        srcs = sources(registries)
+        workload = Workload(srcs, alert_fraction)
         out: dict[str, Any] = {"workers": size}
+        # warm-up: fill every source's 24 h of history (its steady-state size); a network's
+        # sources 2 h each
+        warmup = NETWORK_WARM_ROUNDS * len(srcs) if registries else plan.warmup
+        history = "2 h" if registries else "24 h"
         async with Driver(bootstrap, prefix, workload) as driver:
-            # warm-up: fill every source's 24 h of history (its steady-state size)
-            warm = await drain(driver, group, plan.warmup, expected_rate=100.0,
+            warm = await drain(driver, group, warmup, expected_rate=100.0,
                                broker_pid=broker_pid)
-            say(f"  warm-up {plan.warmup:,} records (state growing to 24 h per source): "
+            say(f"  warm-up {warmup:,} records (state growing to {history} per source): "
                 f"{warm['records_per_s']:,.0f} rec/s in {warm['elapsed_s']:.0f} s")
             backlog = int(min(plan.max_backlog, max(plan.min_backlog,
                                                     plan.drain_s * warm["records_per_s"])))
@@ -1137,7 +1183,10 @@ def markdown(res: dict[str, Any]) -> str:
         "same minutes) are the steadier figures.",
         "",
         f"Workload: {res['workload']['sources']} sources ({res['workload']['water']} water, "
-        f"{res['workload']['weather']} weather stations of the fixture registries), rounds "
+        f"{res['workload']['weather']} weather stations of the fixture registries"
+        + (f", {res['workload']['network']:,} of them synthetic: a sensor network, each "
+           "source's history warmed up to 2 h, not 24 h" if res["workload"].get("network")
+           else "") + "), rounds "
         f"{STEP_S} s of event time apart, {res['workload']['alert_fraction']:.2%} of the "
         f"readings make an alert; {PARTITIONS} partitions per topic."
         + (f" **Workers ran with the prelude {res['workload']['prelude']}** (a candidate "
@@ -1345,8 +1394,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"date": datetime.now(CST).replace(microsecond=0).isoformat(),
                            "quick": args.quick, "machine": machine(),
                            "loadavg_start": loadavg()}
-    srcs = sources()
-    res["workload"] = {"sources": len(srcs), "water": sum(s.feed == "water" for s in srcs),
+    network = (network_registries(Path(tempfile.mkdtemp(prefix="onemap-bench-network-"))
+                                  / "registries", args.network)
+               if args.network else None)
+    srcs = sources(network)
+    res["workload"] = {"sources": len(srcs), "network": args.network or 0,
+                       "water": sum(s.feed == "water" for s in srcs),
                        "weather": sum(s.feed == "weather" for s in srcs),
                        "alert_fraction": args.alert_fraction, "step_s": STEP_S,
                        "prelude": str(args.prelude) if args.prelude else None,
@@ -1379,9 +1432,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     size, bootstrap, redis_url, tmp=tmp, plan=plan,
                     alert_fraction=args.alert_fraction, broker_pid=broker.pid,
                     profile=args.profile and size == sizes[0], prelude=args.prelude,
-                    say=say, profile_rate=args.profile_rate, profiler=args.profiler))
+                    say=say, profile_rate=args.profile_rate, profiler=args.profiler,
+                    registries=network))
         finally:
             stop([broker, redis_proc])
+            if network is not None:
+                shutil.rmtree(network.parent, ignore_errors=True)
     res["loadavg_end"] = loadavg()
     res["targets"] = targets(res["groups"], res.get("floor"))
     return res
@@ -1411,6 +1467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profiler", choices=("py-spy", "sampler"),
                         help="who samples the profiled worker: py-spy from outside (the "
                         "default where it is installed) or a thread inside the worker")
+    parser.add_argument("--network", type=int, metavar="N",
+                        help="add N synthetic weather stations (a sensor network: each "
+                        "source about once per commit at the target rate; 2 h warm-up)")
     parser.add_argument("--profile-rate", type=float,
                         help="profile the rate step at this many records/s (added to the "
                         "steps) instead of the capacity drain")

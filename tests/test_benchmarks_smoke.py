@@ -360,3 +360,21 @@ def test_the_compiled_tree_has_the_installed_layout_and_imports_the_extension_fi
         compiled.installed_tree(tmp_path / "mine")
     assert (tmp_path / "mine" / "keep.txt").read_text() == "x"
     compiled.installed_tree(tree)  # its own tree: rebuilt
+
+
+def test_a_network_workload_registers_its_stations_inside_the_map(tmp_path: Path) -> None:
+    """``--network N``: the workers load a copy of the fixture registries with N more weather
+    stations; each must pass the registry's strict loading and lie inside the map (a
+    station outside it would be located nowhere, not a reading of the city's network)."""
+    from onemap.registries import Registries, default_registries_dir
+    fixture = Registries.load(Path(default_registries_dir()))
+    registries = bench_pipeline.network_registries(tmp_path / "registries", 300)
+    loaded = Registries.load(registries)
+    added = {k: v for k, v in loaded.weather.items() if k not in fixture.weather}
+    assert len(added) == 300 and loaded.water.keys() == fixture.water.keys()
+    assert all(v.expected_interval_s == 300 for v in added.values())
+    located = Locator(AdminMap.load_default()).locate(
+        np.array([v.lon for v in added.values()]), np.array([v.lat for v in added.values()]))
+    assert (located.village_code != "").all()
+    srcs = bench_pipeline.sources(registries)
+    assert len(srcs) == len(bench_pipeline.sources()) + 300
