@@ -9,24 +9,30 @@ Each turn: take what is fetched (the priority topics' records first: the consume
 every partition ahead and would otherwise hand out a partition's thousands of buffered
 readings before an incident report fetched with them), let the stage process it into an
 ``Outbox`` and queue that for the broker. Every ``commit_interval_s`` (Kafka Streams'
-``commit.interval.ms``), not every turn: wait until the broker has everything queued, let
-the stage write what it held back (the rules' state, :meth:`BatchLoop.seal`), wait again,
-then commit the offsets of all turns since the last commit. A worker that dies in between
+``commit.interval.ms``), not every turn: take the offsets of the turns since the last commit
+and what the stage held back for it (the rules' state, :meth:`BatchLoop.seal`), then, in a
+task beside the next turns, wait until the broker has everything queued, write what the
+stage held back, wait again, then commit those offsets. The turns go on meanwhile (the
+waits for the broker, tens to hundreds of milliseconds when a network of sources writes
+thousands of state heads, held up every reading behind them); one commit runs at a time,
+and one that fails fails the loop at its next turn. A worker that dies in between
 consumes those turns' records again: at least once, as with a commit per turn, only with up
 to an interval's records to replay; a state record written once per interval instead of once
 per turn is most of what the interval buys.
 
 A rebalance (revoking partitions) drops what was held back: the new assignment starts every
 partition at its committed offset, so the dropped turns' records come again, and a turn
-that was under way when it happened is not kept either (``generation``).
+that was under way when it happened is not kept either (``generation``), nor a commit that
+had not written the stage's state yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from aiokafka import (
@@ -72,6 +78,16 @@ def next_offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPar
     return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Commit:
+    """A commit under way: the generation it began in, the offsets it commits, and what
+    writes the stage's held-back state (BatchLoop.seal)."""
+
+    generation: int
+    offsets: dict[TopicPartition, int]
+    write: Callable[[Outbox], None] | None
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, loop: BatchLoop) -> None:
         self.loop = loop
@@ -106,6 +122,9 @@ class BatchLoop:
         self.committed: dict[TopicPartition, int] = {}
         #: the offsets to commit at the next commit (turns processed since the last one)
         self.held: dict[TopicPartition, int] = {}
+        #: the offsets of the commit under way (:attr:`_committing`), until it is done
+        self.committing: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task[None] | None = None
         #: counts revocations; a turn or commit that saw it change keeps nothing
         self.generation = 0
         self._turn_generation = 0
@@ -149,7 +168,9 @@ class BatchLoop:
         """Commit what is held if the last turn finished, then leave the group at once (its
         partitions go to the others without waiting for the session to time out) and
         deliver what is queued."""
-        if self.held and not self._partial and self.consumer and self.producer:
+        if self._partial:  # the last turn did not finish: only the commit under way
+            self.held.clear()
+        if (self.held or self._committing) and self.consumer and self.producer:
             try:
                 await asyncio.wait_for(self.commit(self.consumer, self.producer),
                                        STOP_COMMIT_S)
@@ -184,9 +205,12 @@ class BatchLoop:
         make them once :meth:`current` is false, nor await after making them."""
         raise NotImplementedError
 
-    def seal(self, out: Outbox) -> None:
-        """At a commit, once every turn's output is delivered: what the stage held back
-        into ``out`` (delivered before the offsets are committed)."""
+    def seal(self) -> Callable[[Outbox], None] | None:
+        """At the start of a commit (between two turns): take what the stage held back for
+        it, and return what puts it into an Outbox once every earlier turn's output is
+        delivered (then it is delivered, then the offsets are committed); None: nothing
+        held. The turns go on meanwhile and must see what was taken as written."""
+        return None
 
     def drop(self) -> None:
         """A rebalance: forget what was held back for the next commit."""
@@ -252,9 +276,19 @@ class BatchLoop:
             self._partial = False
             self.m.records_out.labels(self.name).inc(produced)
             self.m.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
-        if (self.held and time.monotonic() - self._committed_at
-                >= self.ctx.settings.commit_interval_s):
+        committing = self._committing
+        if committing is not None and committing.done():
+            self._committing = None
+            committing.result()  # a commit that failed fails the loop
+        interval = self.ctx.settings.commit_interval_s
+        if not interval and self.held:  # a commit per turn, each before the next turn
             await self.commit(consumer, producer)
+        elif (self.held and self._committing is None
+              and time.monotonic() - self._committed_at >= interval):
+            # in the background: the turns go on while the broker takes what it writes
+            self._committing = asyncio.create_task(
+                self._finish_commit(consumer, producer, self._begin_commit()),
+                name=f"{self.name}-commit")
         await asyncio.sleep(self.linger(batch, fetched))
 
     def linger(self, batch: Batch, fetched: float) -> float:
@@ -273,25 +307,44 @@ class BatchLoop:
         return max(0.0, linger - (time.monotonic() - fetched))
 
     async def commit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
-        """Everything queued delivered, then what the stage held back, then the offsets."""
-        generation = self.generation
-        await producer.flush()
-        if generation != self.generation:
-            return  # revoked meanwhile: what was held is dropped, the records come again
-        out = self.outbox(producer)
-        self.seal(out)
+        """Everything queued delivered, then what the stage held back, then the offsets
+        (after the commit under way, if there is one)."""
+        if self._committing is not None:
+            committing, self._committing = self._committing, None
+            await committing
+        if self.held:
+            await self._finish_commit(consumer, producer, self._begin_commit())
+
+    def _begin_commit(self) -> _Commit:
+        """Take what the turns so far held back: the offsets, and the stage's writes."""
         offsets, self.held = self.held, {}
         self._committed_at = time.monotonic()
-        await out.send()
-        await producer.flush()
+        self.committing = offsets
+        return _Commit(self.generation, offsets, self.seal())
+
+    async def _finish_commit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                             commit: _Commit) -> None:
+        """Everything queued delivered (the output of the turns the commit covers, and
+        maybe of later ones), then what the stage held back, then the offsets."""
         try:
-            await consumer.commit(offsets)
-        except CommitFailedError as exc:  # a rebalance took the partitions meanwhile
-            self.m.broker_errors.labels("commit").inc()
-            log.warning("%s offsets not committed, their records may come again: %r",
-                        self.name, exc)
-        else:
-            self.committed.update(offsets)
+            await producer.flush()
+            if commit.generation != self.generation:
+                return  # revoked meanwhile: what was held is dropped, the records come again
+            if commit.write is not None:
+                out = self.outbox(producer)
+                commit.write(out)
+                await out.send()
+                await producer.flush()
+            try:
+                await consumer.commit(commit.offsets)
+            except CommitFailedError as exc:  # a rebalance took the partitions meanwhile
+                self.m.broker_errors.labels("commit").inc()
+                log.warning("%s offsets not committed, their records may come again: %r",
+                            self.name, exc)
+            else:
+                self.committed.update(commit.offsets)
+        finally:
+            self.committing = {}
 
     async def lag(self) -> dict[tuple[str, int], int]:
         """Records left per assigned partition: the broker's end - processed (offsets held
@@ -303,7 +356,8 @@ class BatchLoop:
         processed: dict[tuple[str, int], int] = {}
         by_key: dict[tuple[str, int], TopicPartition] = {}
         for tp in consumer.assignment():
-            offset: int | None = self.held.get(tp, self.committed.get(tp))
+            offset: int | None = self.held.get(
+                tp, self.committing.get(tp, self.committed.get(tp)))
             if offset is None:  # known once the first fetch for it was made
                 try:
                     offset = await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_S)

@@ -28,9 +28,10 @@ the state as the turns left it (held writes included).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -143,6 +144,18 @@ class SourceStateStore:
                  todo, count, time.monotonic() - started)
 
 
+#: no value (a key's value may be None)
+_NONE = object()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sealing:
+    """What a commit writes of the rules' state: (partition, table key, stored value or
+    DELETED) in write order (streams/source_state.py: a head before its chunks)."""
+
+    records: list[tuple[int, str, Any]]
+
+
 class LoopSourceState(HeldWrites):
     """The rules' per-source state as the turns since the last commit see it, over
     :class:`SourceStateStore`.
@@ -169,6 +182,8 @@ class LoopSourceState(HeldWrites):
         #: the oldest event time each source's readings since the last seal may have changed
         self.changed_from: dict[str, float] = {}
         self.cache = cache
+        #: the writes a commit under way took (:meth:`begin_seal`), until it writes them
+        self.sealing: dict[str, Any] = {}
         #: the sources' values the rules stage copied and changes in place (its Copies):
         #: copied once, at a source's first reading after it was assembled from the store,
         #: and kept across seals (a sealed head never shares a part that changes:
@@ -191,7 +206,11 @@ class LoopSourceState(HeldWrites):
         return key in self.partition_of_key
 
     def _stored(self, key: str, default: Any) -> Any:
-        """The logical value of ``key`` in the store, assembled once per head object."""
+        """The logical value of ``key``: as a commit under way took it (not written yet),
+        else in the store, assembled once per head object."""
+        sealing = self.sealing.get(key, _NONE)
+        if sealing is not _NONE:
+            return default if sealing is DELETED else sealing
         head = self.store.get(key)
         if not head:
             return default if head is None else head
@@ -223,32 +242,59 @@ class LoopSourceState(HeldWrites):
         return [(key, stored.head), *((chunk_key(key, k), DELETED if c is None else c)
                                       for k, c in stored.chunks.items())]
 
-    def seal_into(self, out: Outbox) -> None:
-        """Put the batch's writes in the store and ``out`` (the changelog's records)."""
+    def begin_seal(self) -> Sealing:
+        """Take the writes held since the last seal for a commit: their store records are
+        made now (the turns after this one change the values in place), written by
+        :meth:`finish_seal` once the turns' output is delivered; until then reads see them
+        (:attr:`sealing`)."""
+        if self.sealing:
+            raise RuntimeError("a seal began before the previous one was written")
+        records: list[tuple[int, str, Any]] = []
         for key, value in self.pending.items():
             partition = self.partition_of_key[key]
             if isinstance(value, dict):
                 value["partition"] = partition  # for per-partition stream time
-            for table_key, stored in self._stored_form(key, value):
-                self.store.write(partition, table_key, stored, out)
-        self.pending.clear()
-        self.partition_of_key.clear()
-        self.changed_from.clear()
+            records.extend((partition, table_key, stored)
+                           for table_key, stored in self._stored_form(key, value))
+        self.sealing, self.pending = self.pending, {}
+        self.partition_of_key = {}
+        self.changed_from = {}
+        return Sealing(records)
+
+    def finish_seal(self, sealing: Sealing, out: Outbox) -> None:
+        """Write what :meth:`begin_seal` took into the store and ``out`` (the changelog's
+        records)."""
+        write = self.store.write
+        for partition, table_key, stored in sealing.records:
+            write(partition, table_key, stored, out)
+        # (the cache already maps each new head to its value: _stored_form)
+        self.sealing = {}
+
+    def seal_into(self, out: Outbox) -> None:
+        """Put the held writes in the store and ``out`` at once (:meth:`begin_seal`, then
+        :meth:`finish_seal`)."""
+        self.finish_seal(self.begin_seal(), out)
 
     def forget_unsealed(self) -> None:
         """What was held is dropped (a rebalance; the loop goes on with a new state): the
-        cached values of the sources changed since the last seal (changed in place,
-        :attr:`copies`) are forgotten, so that the next read assembles each from the store
-        as it was sealed."""
-        for key in self.partition_of_key:
+        cached values of the sources changed since the last seal written (changed in place,
+        :attr:`copies`; also those a commit under way took and has not written: it will
+        not write them) are forgotten, so that the next read assembles each from the store
+        as it was written."""
+        for key in (*self.partition_of_key, *self.sealing):
             self.cache.pop(key, None)
 
     def sources(self) -> list[tuple[str, Any]]:
         """Each source's value as the turns since the last commit left it: the held writes
-        over the store's heads (chunks and markers left out), each with its partition."""
-        pending = self.pending
+        (and those of a commit under way) over the store's heads (chunks and markers left
+        out), each with its partition."""
+        pending, sealing = self.pending, self.sealing
         out = [(k, v) for k, v in self.store.items()
-               if k not in pending and not k.startswith(MARKER_PREFIX) and not is_chunk_key(k)]
+               if k not in pending and k not in sealing and not k.startswith(MARKER_PREFIX)
+               and not is_chunk_key(k)]
+        # (a value taken by a commit has its partition: begin_seal set it)
+        out.extend((k, v) for k, v in sealing.items()
+                   if k not in pending and isinstance(v, dict))
         out.extend((k, {**v, "partition": self.partition_of_key[k]})
                    for k, v in pending.items() if isinstance(v, dict))
         return out
@@ -283,8 +329,10 @@ class RulesLoop(BatchLoop):
     def _new_state(self) -> LoopSourceState:
         return LoopSourceState(self.store, self.cache)
 
-    def seal(self, out: Outbox) -> None:
-        self.state.seal_into(out)
+    def seal(self) -> Callable[[Outbox], None] | None:
+        state = self.state
+        sealing = state.begin_seal()
+        return lambda out: state.finish_seal(sealing, out)
 
     def drop(self) -> None:
         self.state.forget_unsealed()

@@ -23,6 +23,7 @@ from onemap.streams.rules_loop import (
     SourceStateStore,
     changelog_topic,
 )
+from onemap.streams.source_state import assemble, chunk_key
 from onemap.streams.state_tables import DELETED, MARKER_PREFIX
 from tests.test_ingest_loop import Fetched
 
@@ -134,6 +135,50 @@ def test_turns_change_a_source_in_place_across_seals_and_a_drop_finds_it_as_seal
     turn(dropped, 15)  # changed in place after the seal, and written at the next
     dropped.seal_into(Outbox(lambda: None, lambda: None, {}))
     assert store.get(key)["newest"] == T0 + 60 * 15
+
+
+def test_turns_go_on_while_a_commit_writes_and_a_drop_before_it_writes_finds_the_store() -> None:
+    """A commit takes the held writes between two turns (``begin_seal``) and writes them
+    once the broker has the turns' output (``finish_seal``); the turns in between read what
+    it took, and may change the same source again (held for the next commit). Dropped
+    before it writes (a rebalance), nothing of it reaches the store: the next state reads
+    the source as the store had it."""
+    station = sorted(REGISTRIES.water)[0]
+    key = f"water:{station}"
+    store = SourceStateStore(TOPIC)
+    cache: dict[str, tuple[Any, Any]] = {}
+    rules = RulesStage(REGISTRIES)
+
+    def turn(state: LoopSourceState, *minutes: float) -> None:
+        batch = [_water(station, T0 + 60 * m) for m in minutes]
+        state.bind([(o, RawRecord(b"", partition=1)) for o in batch])
+        rules.process(batch, state, BOOK, state.copies)
+
+    state = LoopSourceState(store, cache)
+    turn(state, 0, 5)
+    state.seal_into(Outbox(lambda: None, lambda: None, {}))
+    turn(state, 10)
+    sealing = state.begin_seal()  # a commit takes minute 10 ...
+    assert store.get(key)["newest"] == T0 + 60 * 5 and not state.pending
+    assert state.get(key)["newest"] == T0 + 60 * 10  # ... which the turns still see
+    assert dict(state.sources())[key]["newest"] == T0 + 60 * 10  # (the silence check too)
+    turn(state, 15)  # a turn while it writes: held for the next commit
+    assert key in state.pending and state.get(key)["newest"] == T0 + 60 * 15
+    out = Outbox(lambda: None, lambda: None, {})
+    state.finish_seal(sealing, out)
+    assert out.records[TOPIC] and not state.sealing
+    head = store.get(key)
+    assert head["newest"] == T0 + 60 * 10  # the commit wrote what it took, not minute 15
+    assert len(assemble(head, lambda k: store.get(chunk_key(key, k)))["series"]["level"]) == 3
+
+    turn(state, 20)
+    state.seal_into(Outbox(lambda: None, lambda: None, {}))
+    turn(state, 25)
+    state.begin_seal()  # taken, but a rebalance drops it before it is written
+    state.forget_unsealed()
+    again = LoopSourceState(store, cache)
+    assert again.get(key)["newest"] == T0 + 60 * 20
+    assert len(again.get(key)["series"]["level"]) == 5
 
 
 # -- a batch processed in slices ------------------------------------------------------------------
@@ -251,7 +296,7 @@ def test_a_silence_is_judged_on_the_readings_processed_not_only_on_those_committ
                                  cast(Any, None)))
 
     turn((late, T0), (ahead, T0 + 2 * gap))
-    loop.seal(Outbox(lambda: None, lambda: None, {}))  # committed: `late` far behind `ahead`
+    loop.state.seal_into(Outbox(lambda: None, lambda: None, {}))  # committed: `late` behind
     turn((late, T0 + 2 * gap))  # ... and back, in a turn not committed yet
     assert loop.store.get(f"water:{late}")["newest"] == T0
     assert loop.silent_sources() == []
