@@ -78,9 +78,11 @@ class Settings:
         "After a batch smaller than the batch size, how long a loop lets records gather "
         "before its next turn (Kafka's linger.ms); at most ONEMAP_BATCH_WAIT.")
     commit_interval_s: float = setting(
-        0.5, "ONEMAP_COMMIT_INTERVAL",
+        5.0, "ONEMAP_COMMIT_INTERVAL",
         "How often the ingest and rules loops write their held state and commit offsets; "
-        "a killed worker replays up to this much.")
+        "a killed worker replays up to this much. Each commit writes one state record per "
+        "source that reported since the last, so a network of many sources pays that record "
+        "per reading at short intervals; 0: a commit per batch.")
     fetch_max_wait_s: float = setting(
         0.1, "ONEMAP_FETCH_MAX_WAIT",
         "Longest a consumer fetch waits for records. The embedded broker answers a "
