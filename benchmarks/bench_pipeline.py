@@ -1219,7 +1219,8 @@ def markdown(res: dict[str, Any]) -> str:
            f"{_fmt(res['floor']['records_per_cpu_s'])} per CPU-second."
            if res.get("floor") else ""),
         "",
-        "Warm-up drains (state growing from empty to 24 h per source): " + "; ".join(
+        f"Warm-up drains (state growing from empty to "
+        f"{'2' if res['workload'].get('network') else '24'} h per source): " + "; ".join(
             f"{g['workers']} worker(s) {g['warmup']['records_per_s']:,.0f} rec/s"
             for g in res["groups"]) + ".",
         "",
