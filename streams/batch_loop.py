@@ -32,8 +32,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -78,14 +78,24 @@ def next_offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPar
     return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
 
 
+class StateWrite(Protocol):
+    """What a commit writes of a stage's held-back state (BatchLoop.seal)."""
+
+    async def prepare(self) -> None:
+        """Make the records (may yield to the worker's other tasks; the turns go on)."""
+
+    def write(self, out: Outbox) -> None:
+        """Put them into ``out`` (and the stage's store)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Commit:
     """A commit under way: the generation it began in, the offsets it commits, and what
-    writes the stage's held-back state (BatchLoop.seal)."""
+    writes the stage's held-back state."""
 
     generation: int
     offsets: dict[TopicPartition, int]
-    write: Callable[[Outbox], None] | None
+    state: StateWrite | None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -205,11 +215,11 @@ class BatchLoop:
         make them once :meth:`current` is false, nor await after making them."""
         raise NotImplementedError
 
-    def seal(self) -> Callable[[Outbox], None] | None:
+    def seal(self) -> StateWrite | None:
         """At the start of a commit (between two turns): take what the stage held back for
-        it, and return what puts it into an Outbox once every earlier turn's output is
-        delivered (then it is delivered, then the offsets are committed); None: nothing
-        held. The turns go on meanwhile and must see what was taken as written."""
+        it, and return what writes it once every earlier turn's output is delivered (then
+        it is delivered, then the offsets are committed); None: nothing held. The turns go
+        on meanwhile and must see what was taken as written."""
         return None
 
     def drop(self) -> None:
@@ -330,9 +340,12 @@ class BatchLoop:
             await producer.flush()
             if commit.generation != self.generation:
                 return  # revoked meanwhile: what was held is dropped, the records come again
-            if commit.write is not None:
+            if commit.state is not None:
+                await commit.state.prepare()
+                if commit.generation != self.generation:
+                    return  # as above
                 out = self.outbox(producer)
-                commit.write(out)
+                commit.state.write(out)
                 await out.send()
                 await producer.flush()
             try:

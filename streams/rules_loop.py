@@ -28,10 +28,12 @@ the state as the turns left it (held writes included).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +44,7 @@ from onemap.records import Hazard, Observation
 from onemap.rules.evaluate import Copies, state_key
 from onemap.rules.lifecycle import rank_area
 from onemap.rules.rulebook import RuleBook
-from onemap.streams.batch_loop import Batch, BatchLoop, slices
+from onemap.streams.batch_loop import Batch, BatchLoop, StateWrite, slices
 from onemap.streams.context import WorkerContext
 from onemap.streams.deadletter import DeadLetter, RawRecord, undecodable
 from onemap.streams.handoff import LocalObservations
@@ -148,12 +150,15 @@ class SourceStateStore:
 _NONE = object()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Sealing:
     """What a commit writes of the rules' state: (partition, table key, stored value or
-    DELETED) in write order (streams/source_state.py: a head before its chunks)."""
+    DELETED) in write order (streams/source_state.py: a head before its chunks), and the
+    sources whose records are not made yet (their partition and the oldest event time
+    changed since the last seal)."""
 
     records: list[tuple[int, str, Any]]
+    unmade: dict[str, tuple[int, float | None]]
 
 
 class LoopSourceState(HeldWrites):
@@ -184,6 +189,7 @@ class LoopSourceState(HeldWrites):
         self.cache = cache
         #: the writes a commit under way took (:meth:`begin_seal`), until it writes them
         self.sealing: dict[str, Any] = {}
+        self._flight: Sealing | None = None
         #: the sources' values the rules stage copied and changes in place (its Copies):
         #: copied once, at a source's first reading after it was assembled from the store,
         #: and kept across seals (a sealed head never shares a part that changes:
@@ -210,6 +216,10 @@ class LoopSourceState(HeldWrites):
         else in the store, assembled once per head object."""
         sealing = self.sealing.get(key, _NONE)
         if sealing is not _NONE:
+            flight = self._flight
+            if flight is not None and key in flight.unmade:
+                # its records made before a turn changes the value (copy on write)
+                self._make(flight, key)
             return default if sealing is DELETED else sealing
         head = self.store.get(key)
         if not head:
@@ -227,7 +237,8 @@ class LoopSourceState(HeldWrites):
             raise KeyError(key)
         return value
 
-    def _stored_form(self, key: str, value: Any) -> list[tuple[str, Any]]:
+    def _stored_form(self, key: str, value: Any, changed_from: float | None,
+                     ) -> list[tuple[str, Any]]:
         """The store records one logical write becomes, in write order: the head first
         (see streams/source_state.py on crash safety), then its chunks."""
         head = self.store.get(key)
@@ -237,38 +248,54 @@ class LoopSourceState(HeldWrites):
             return [(key, DELETED), *((chunk_key(key, k), DELETED) for k in sealed)]
         if not isinstance(value, dict):
             return [(key, value)]
-        stored = split(value, head, self.changed_from.get(key))
+        stored = split(value, head, changed_from)
         self.cache[key] = (stored.head, value)
         return [(key, stored.head), *((chunk_key(key, k), DELETED if c is None else c)
                                       for k, c in stored.chunks.items())]
 
     def begin_seal(self) -> Sealing:
-        """Take the writes held since the last seal for a commit: their store records are
-        made now (the turns after this one change the values in place), written by
-        :meth:`finish_seal` once the turns' output is delivered; until then reads see them
-        (:attr:`sealing`)."""
+        """Take the writes held since the last seal for a commit; until :meth:`finish_seal`
+        writes them, reads see them (:attr:`sealing`). Their store records (a source's head
+        split off its value and its chunks) are made as the commit goes on
+        (:meth:`make_some`), and a source's at once when a turn reads it to change it (the
+        turns change the values in place): so the records hold the values as they were
+        taken, and taking them does not stop the turns for as long as splitting every
+        source's head takes (a network of sources: thousands of heads a commit)."""
         if self.sealing:
             raise RuntimeError("a seal began before the previous one was written")
-        records: list[tuple[int, str, Any]] = []
+        partition_of_key, changed_from = self.partition_of_key, self.changed_from
         for key, value in self.pending.items():
-            partition = self.partition_of_key[key]
             if isinstance(value, dict):
-                value["partition"] = partition  # for per-partition stream time
-            records.extend((partition, table_key, stored)
-                           for table_key, stored in self._stored_form(key, value))
+                value["partition"] = partition_of_key[key]  # for per-partition stream time
+        flight = Sealing([], {key: (partition_of_key[key], changed_from.get(key))
+                              for key in self.pending})
         self.sealing, self.pending = self.pending, {}
         self.partition_of_key = {}
         self.changed_from = {}
-        return Sealing(records)
+        self._flight = flight
+        return flight
 
-    def finish_seal(self, sealing: Sealing, out: Outbox) -> None:
+    def _make(self, flight: Sealing, key: str) -> None:
+        partition, changed_from = flight.unmade.pop(key)
+        flight.records.extend((partition, table_key, stored) for table_key, stored
+                              in self._stored_form(key, self.sealing[key], changed_from))
+
+    def make_some(self, flight: Sealing, count: int) -> bool:
+        """Make the records of up to ``count`` more sources of ``flight``; whether all are."""
+        for key in list(itertools.islice(flight.unmade, count)):
+            self._make(flight, key)
+        return not flight.unmade
+
+    def finish_seal(self, flight: Sealing, out: Outbox) -> None:
         """Write what :meth:`begin_seal` took into the store and ``out`` (the changelog's
-        records)."""
+        records), making what is not made yet."""
+        self.make_some(flight, len(flight.unmade))
         write = self.store.write
-        for partition, table_key, stored in sealing.records:
+        for partition, table_key, stored in flight.records:
             write(partition, table_key, stored, out)
         # (the cache already maps each new head to its value: _stored_form)
         self.sealing = {}
+        self._flight = None
 
     def seal_into(self, out: Outbox) -> None:
         """Put the held writes in the store and ``out`` at once (:meth:`begin_seal`, then
@@ -292,7 +319,7 @@ class LoopSourceState(HeldWrites):
         out = [(k, v) for k, v in self.store.items()
                if k not in pending and k not in sealing and not k.startswith(MARKER_PREFIX)
                and not is_chunk_key(k)]
-        # (a value taken by a commit has its partition: begin_seal set it)
+        # (a value a commit took has its partition: begin_seal set it)
         out.extend((k, v) for k, v in sealing.items()
                    if k not in pending and isinstance(v, dict))
         out.extend((k, {**v, "partition": self.partition_of_key[k]})
@@ -304,6 +331,24 @@ class LoopSourceState(HeldWrites):
 
     def __len__(self) -> int:
         return len(self.store)
+
+
+class _SourceStateWrite:
+    """A commit's write of the rules' state (BatchLoop.seal)."""
+
+    #: sources whose records are made between two yields to the worker's other tasks
+    SLICE = 200
+
+    def __init__(self, state: LoopSourceState, flight: Sealing) -> None:
+        self.state = state
+        self.flight = flight
+
+    async def prepare(self) -> None:
+        while not self.state.make_some(self.flight, self.SLICE):
+            await asyncio.sleep(0)
+
+    def write(self, out: Outbox) -> None:
+        self.state.finish_seal(self.flight, out)
 
 
 class RulesLoop(BatchLoop):
@@ -329,10 +374,8 @@ class RulesLoop(BatchLoop):
     def _new_state(self) -> LoopSourceState:
         return LoopSourceState(self.store, self.cache)
 
-    def seal(self) -> Callable[[Outbox], None] | None:
-        state = self.state
-        sealing = state.begin_seal()
-        return lambda out: state.finish_seal(sealing, out)
+    def seal(self) -> StateWrite | None:
+        return _SourceStateWrite(self.state, self.state.begin_seal())
 
     def drop(self) -> None:
         self.state.forget_unsealed()

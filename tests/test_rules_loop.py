@@ -160,7 +160,9 @@ def test_turns_go_on_while_a_commit_writes_and_a_drop_before_it_writes_finds_the
     turn(state, 10)
     sealing = state.begin_seal()  # a commit takes minute 10 ...
     assert store.get(key)["newest"] == T0 + 60 * 5 and not state.pending
+    assert key in sealing.unmade and not sealing.records  # (its records made later ...)
     assert state.get(key)["newest"] == T0 + 60 * 10  # ... which the turns still see
+    assert not sealing.unmade  # (... or when a turn reads it, before it changes it)
     assert dict(state.sources())[key]["newest"] == T0 + 60 * 10  # (the silence check too)
     turn(state, 15)  # a turn while it writes: held for the next commit
     assert key in state.pending and state.get(key)["newest"] == T0 + 60 * 15
