@@ -4,6 +4,7 @@ partitions kept or dropped, and a batch's writes going to its records' partition
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -94,22 +95,27 @@ def test_a_batch_writes_each_source_to_its_records_partition_after_it_is_sealed(
     assert {p for _, _, p in out.records[TOPIC]} == {3}
 
 
+STATION = sorted(REGISTRIES.water)[0]
+
+
+def _turns(rules: RulesStage) -> Callable[..., None]:
+    """A turn of the rules loop over ``state``: readings of STATION at T0 + minutes."""
+    def turn(state: LoopSourceState, *minutes: float) -> None:
+        batch = [_water(STATION, T0 + 60 * m) for m in minutes]
+        state.bind([(o, RawRecord(b"", partition=1)) for o in batch])
+        rules.process(batch, state, BOOK, state.copies)
+    return turn
+
+
 def test_turns_change_a_source_in_place_across_seals_and_a_drop_finds_it_as_sealed() -> None:
     """The loop's state keeps one ``Copies`` across turns and seals: a source's state is
     copied by its first turn and changed in place by every later one, sealed or not (no
     day of readings copied again at each commit), while the sealed head shares nothing
     that changes; a rebalance (``forget_unsealed``, then a new LoopSourceState) finds the
     state as it was sealed."""
-    station = sorted(REGISTRIES.water)[0]
-    key = f"water:{station}"
+    key, turn = f"water:{STATION}", _turns(RulesStage(REGISTRIES))
     store = SourceStateStore(TOPIC)
     cache: dict[str, tuple[Any, Any]] = {}
-    rules = RulesStage(REGISTRIES)
-
-    def turn(state: LoopSourceState, *minutes: float) -> None:
-        batch = [_water(station, T0 + 60 * m) for m in minutes]
-        state.bind([(o, RawRecord(b"", partition=1)) for o in batch])
-        rules.process(batch, state, BOOK, state.copies)
 
     first = LoopSourceState(store, cache)
     turn(first, 0, 5)
@@ -143,16 +149,9 @@ def test_turns_go_on_while_a_commit_writes_and_a_drop_before_it_writes_finds_the
     it took, and may change the same source again (held for the next commit). Dropped
     before it writes (a rebalance), nothing of it reaches the store: the next state reads
     the source as the store had it."""
-    station = sorted(REGISTRIES.water)[0]
-    key = f"water:{station}"
+    key, turn = f"water:{STATION}", _turns(RulesStage(REGISTRIES))
     store = SourceStateStore(TOPIC)
     cache: dict[str, tuple[Any, Any]] = {}
-    rules = RulesStage(REGISTRIES)
-
-    def turn(state: LoopSourceState, *minutes: float) -> None:
-        batch = [_water(station, T0 + 60 * m) for m in minutes]
-        state.bind([(o, RawRecord(b"", partition=1)) for o in batch])
-        rules.process(batch, state, BOOK, state.copies)
 
     state = LoopSourceState(store, cache)
     turn(state, 0, 5)
