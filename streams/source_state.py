@@ -105,10 +105,6 @@ def _detached(name: str, part: Any) -> Any:
     """
     if type(part) is not dict or name not in CHANGED_IN_PLACE:
         return part  # a number, a time, None, or a part replaced whole
-    return _copied(part)
-
-
-def _copied(part: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if type(v) is list else v) for k, v in part.items()}
 
 
@@ -137,8 +133,8 @@ def _body(value: dict[str, Any]) -> dict[str, Any]:
     for name in _COPIED_PARTS:
         part = body.get(name)
         if type(part) is dict:
-            # (inline, not _copied: the parts are a few small dicts, a call each cost more
-            # than the copy)
+            # (inline, not _detached: the parts are a few small dicts, a call each cost
+            # more than the copy)
             copy = body[name] = part.copy()
             for k, v in part.items():
                 if type(v) is list:
@@ -216,12 +212,12 @@ def split(value: dict[str, Any], previous: Any, changed_from: float | None,
     old_sealed: list[int] = list(old_head.get("sealed", ())) if same_layout else []
     # ids of an earlier chunk size cannot be reused: delete them all
     stale: list[int] = [] if same_layout else [int(k) for k in old_head.get("sealed", ())]
-    body = _body(value)
     first, oldest, newest = _span(series)
+    if newest is None and not old_sealed and not stale:
+        # nothing to split (an incident, a CAP warning): the value as it is now
+        return Split({k: _detached(k, v) for k, v in value.items()}, {})
+    body = _body(value)
     if newest is None or oldest is None:
-        if not old_sealed and not stale:
-            # nothing to split (an incident, a CAP warning): the value as it is now
-            return Split({k: _detached(k, v) for k, v in value.items()}, {})
         return Split({**body, "series": {n: [] for n in series}, "sealed": [], "open": None,
                       "first": {}, "fresh": [], "chunk_s": chunk_s},
                      dict.fromkeys([*old_sealed, *stale]))
