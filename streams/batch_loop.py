@@ -132,9 +132,9 @@ class BatchLoop:
         self.committed: dict[TopicPartition, int] = {}
         #: the offsets to commit at the next commit (turns processed since the last one)
         self.held: dict[TopicPartition, int] = {}
-        #: the offsets of the commit under way (:attr:`_committing`), until it is done
+        #: the offsets of the commit under way (:attr:`_commit_task`), until it is done
         self.committing: dict[TopicPartition, int] = {}
-        self._committing: asyncio.Task[None] | None = None
+        self._commit_task: asyncio.Task[None] | None = None
         #: counts revocations; a turn or commit that saw it change keeps nothing
         self.generation = 0
         self._turn_generation = 0
@@ -180,7 +180,7 @@ class BatchLoop:
         deliver what is queued."""
         if self._partial:  # the last turn did not finish: only the commit under way
             self.held.clear()
-        if (self.held or self._committing) and self.consumer and self.producer:
+        if (self.held or self._commit_task) and self.consumer and self.producer:
             try:
                 await asyncio.wait_for(self.commit(self.consumer, self.producer),
                                        STOP_COMMIT_S)
@@ -286,17 +286,17 @@ class BatchLoop:
             self._partial = False
             self.m.records_out.labels(self.name).inc(produced)
             self.m.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
-        committing = self._committing
+        committing = self._commit_task
         if committing is not None and committing.done():
-            self._committing = None
+            self._commit_task = None
             committing.result()  # a commit that failed fails the loop
         interval = self.ctx.settings.commit_interval_s
         if not interval and self.held:  # a commit per turn, each before the next turn
             await self.commit(consumer, producer)
-        elif (self.held and self._committing is None
+        elif (self.held and self._commit_task is None
               and time.monotonic() - self._committed_at >= interval):
             # in the background: the turns go on while the broker takes what it writes
-            self._committing = asyncio.create_task(
+            self._commit_task = asyncio.create_task(
                 self._finish_commit(consumer, producer, self._begin_commit()),
                 name=f"{self.name}-commit")
         await asyncio.sleep(self.linger(batch, fetched))
@@ -319,8 +319,8 @@ class BatchLoop:
     async def commit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """Everything queued delivered, then what the stage held back, then the offsets
         (after the commit under way, if there is one)."""
-        if self._committing is not None:
-            committing, self._committing = self._committing, None
+        if self._commit_task is not None:
+            committing, self._commit_task = self._commit_task, None
             await committing
         if self.held:
             await self._finish_commit(consumer, producer, self._begin_commit())
