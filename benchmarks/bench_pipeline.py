@@ -109,6 +109,15 @@ NETWORK_WARM_ROUNDS = 24
 #: ``--network``: how far a synthetic station lies from the fixture station it is placed by
 #: (degrees; ~10 m: the same village, inside the map)
 NETWORK_JITTER_DEG = 1e-4
+
+
+def warm_history(network: bool) -> str:
+    """How much history per source the warm-up fills.
+
+    >>> warm_history(False), warm_history(True)
+    ('24 h', '2 h')
+    """
+    return f"{NETWORK_WARM_ROUNDS * STEP_S / 3600:g} h" if network else "24 h"
 TARGET_PER_WORKER = 20_000.0
 TARGET_P99_S = 0.5
 TARGET_P99_RATE = 5_000.0
@@ -1004,7 +1013,7 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
         # warm-up: fill every source's 24 h of history (its steady-state size); a network's
         # sources 2 h each
         warmup = NETWORK_WARM_ROUNDS * len(srcs) if registries else plan.warmup
-        history = "2 h" if registries else "24 h"
+        history = warm_history(registries is not None)
         async with Driver(bootstrap, prefix, workload) as driver:
             warm = await drain(driver, group, warmup, expected_rate=100.0,
                                broker_pid=broker_pid)
@@ -1185,7 +1194,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"Workload: {res['workload']['sources']} sources ({res['workload']['water']} water, "
         f"{res['workload']['weather']} weather stations of the fixture registries"
         + (f", {res['workload']['network']:,} of them synthetic: a sensor network, each "
-           "source's history warmed up to 2 h, not 24 h" if res["workload"].get("network")
+           f"source's history warmed up to {warm_history(True)}, not {warm_history(False)}"
+           if res["workload"].get("network")
            else "") + "), rounds "
         f"{STEP_S} s of event time apart, {res['workload']['alert_fraction']:.2%} of the "
         f"readings make an alert; {PARTITIONS} partitions per topic."
@@ -1219,8 +1229,8 @@ def markdown(res: dict[str, Any]) -> str:
            f"{_fmt(res['floor']['records_per_cpu_s'])} per CPU-second."
            if res.get("floor") else ""),
         "",
-        f"Warm-up drains (state growing from empty to "
-        f"{'2' if res['workload'].get('network') else '24'} h per source): " + "; ".join(
+        "Warm-up drains (state growing from empty to "
+        f"{warm_history(bool(res['workload'].get('network')))} per source): " + "; ".join(
             f"{g['workers']} worker(s) {g['warmup']['records_per_s']:,.0f} rec/s"
             for g in res["groups"]) + ".",
         "",
