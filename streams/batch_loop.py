@@ -23,7 +23,8 @@ per turn is most of what the interval buys.
 A rebalance (revoking partitions) drops what was held back: the new assignment starts every
 partition at its committed offset, so the dropped turns' records come again, and a turn
 that was under way when it happened is not kept either (``generation``), nor a commit that
-had not written the stage's state yet.
+had not written all of the stage's state yet: it stops writing (what it wrote goes to the
+broker, each source's records whole) and commits no offsets.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import (
@@ -81,11 +82,10 @@ def next_offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPar
 class StateWrite(Protocol):
     """What a commit writes of a stage's held-back state (BatchLoop.seal)."""
 
-    async def prepare(self) -> None:
-        """Make the records (may yield to the worker's other tasks; the turns go on)."""
-
-    def write(self, out: Outbox) -> None:
-        """Put them into ``out`` (and the stage's store)."""
+    async def write(self, out: Outbox, current: Callable[[], bool]) -> bool:
+        """Put it into ``out`` and the stage's store; may yield to the worker's other tasks
+        (the turns go on), and then stops once ``current()`` is false (a rebalance), with
+        what it wrote in ``out`` too. Whether all of it is written."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -341,12 +341,12 @@ class BatchLoop:
             if commit.generation != self.generation:
                 return  # revoked meanwhile: what was held is dropped, the records come again
             if commit.state is not None:
-                await commit.state.prepare()
-                if commit.generation != self.generation:
-                    return  # as above
                 out = self.outbox(producer)
-                commit.state.write(out)
-                await out.send()
+                whole = await commit.state.write(
+                    out, lambda: commit.generation == self.generation)
+                await out.send()  # what the store took, the changelog gets
+                if not whole:
+                    return  # as above; the sources written read the records as duplicates
                 await producer.flush()
             try:
                 await consumer.commit(commit.offsets)

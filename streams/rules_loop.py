@@ -33,7 +33,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -152,13 +152,15 @@ _NONE = object()
 
 @dataclasses.dataclass(slots=True)
 class Sealing:
-    """What a commit writes of the rules' state: (partition, table key, stored value or
-    DELETED) in write order (streams/source_state.py: a head before its chunks), and the
+    """What a commit writes of the rules' state: per source, its partition and its store
+    records (table key, stored value or DELETED) in write order (streams/source_state.py:
+    the head before its chunks), the first ``written`` of them written already; and the
     sources whose records are not made yet (their partition and the oldest event time
     changed since the last seal)."""
 
-    records: list[tuple[int, str, Any]]
+    records: list[tuple[int, list[tuple[str, Any]]]]
     unmade: dict[str, tuple[int, float | None]]
+    written: int = 0
 
 
 class LoopSourceState(HeldWrites):
@@ -254,13 +256,14 @@ class LoopSourceState(HeldWrites):
                                       for k, c in stored.chunks.items())]
 
     def begin_seal(self) -> Sealing:
-        """Take the writes held since the last seal for a commit; until :meth:`finish_seal`
-        writes them, reads see them (:attr:`sealing`). Their store records (a source's head
-        split off its value and its chunks) are made as the commit goes on
-        (:meth:`make_some`), and a source's at once when a turn reads it to change it (the
-        turns change the values in place): so the records hold the values as they were
-        taken, and taking them does not stop the turns for as long as splitting every
-        source's head takes (a network of sources: thousands of heads a commit)."""
+        """Take the writes held since the last seal for a commit; until :meth:`finish_seal`,
+        reads see them (:attr:`sealing`). Their store records (a source's head split off
+        its value and its chunks) are made and written as the commit goes on
+        (:meth:`write_some`), and a source's are made at once when a turn reads it to
+        change it (the turns change the values in place): so the records hold the values
+        as they were taken, and taking and writing them does not stop the turns for as
+        long as splitting, encoding and writing every source's head takes (a network of
+        sources: thousands of heads a commit)."""
         if self.sealing:
             raise RuntimeError("a seal began before the previous one was written")
         partition_of_key, changed_from = self.partition_of_key, self.changed_from
@@ -277,22 +280,27 @@ class LoopSourceState(HeldWrites):
 
     def _make(self, flight: Sealing, key: str) -> None:
         partition, changed_from = flight.unmade.pop(key)
-        flight.records.extend((partition, table_key, stored) for table_key, stored
-                              in self._stored_form(key, self.sealing[key], changed_from))
+        flight.records.append(
+            (partition, self._stored_form(key, self.sealing[key], changed_from)))
 
-    def make_some(self, flight: Sealing, count: int) -> bool:
-        """Make the records of up to ``count`` more sources of ``flight``; whether all are."""
+    def write_some(self, flight: Sealing, count: int, out: Outbox) -> bool:
+        """Make the records of up to ``count`` more sources of ``flight``, and write every
+        source's made so far into the store and ``out`` (the changelog's records); whether
+        all are written. A source's records are written together: the store never holds a
+        head without the chunks it names, whenever the writing stops."""
         for key in list(itertools.islice(flight.unmade, count)):
             self._make(flight, key)
+        write, records = self.store.write, flight.records
+        for partition, stored in records[flight.written:]:
+            for table_key, value in stored:
+                write(partition, table_key, value, out)
+        flight.written = len(records)
         return not flight.unmade
 
     def finish_seal(self, flight: Sealing, out: Outbox) -> None:
-        """Write what :meth:`begin_seal` took into the store and ``out`` (the changelog's
-        records), making what is not made yet."""
-        self.make_some(flight, len(flight.unmade))
-        write = self.store.write
-        for partition, table_key, stored in flight.records:
-            write(partition, table_key, stored, out)
+        """Write what is left of what :meth:`begin_seal` took (:meth:`write_some`); from
+        here reads find it in the store."""
+        self.write_some(flight, len(flight.unmade), out)
         # (the cache already maps each new head to its value: _stored_form)
         self.sealing = {}
         self._flight = None
@@ -336,19 +344,24 @@ class LoopSourceState(HeldWrites):
 class _SourceStateWrite:
     """A commit's write of the rules' state (BatchLoop.seal)."""
 
-    #: sources whose records are made between two yields to the worker's other tasks
+    #: sources whose records are made and written between two yields to the worker's
+    #: other tasks
     SLICE = 200
 
     def __init__(self, state: LoopSourceState, flight: Sealing) -> None:
         self.state = state
         self.flight = flight
 
-    async def prepare(self) -> None:
-        while not self.state.make_some(self.flight, self.SLICE):
+    async def write(self, out: Outbox, current: Callable[[], bool]) -> bool:
+        while not self.state.write_some(self.flight, self.SLICE, out):
             await asyncio.sleep(0)
-
-    def write(self, out: Outbox) -> None:
+            if not current():
+                # revoked: stop writing to the store (the partitions given away are
+                # forgotten, and a write now would bring some of their sources back);
+                # what is written goes out, the rest is dropped with the held writes
+                return False
         self.state.finish_seal(self.flight, out)
+        return True
 
 
 class RulesLoop(BatchLoop):

@@ -22,6 +22,7 @@ from onemap.streams.rules_loop import (
     LoopSourceState,
     RulesLoop,
     SourceStateStore,
+    _SourceStateWrite,
     changelog_topic,
 )
 from onemap.streams.source_state import assemble, chunk_key
@@ -180,6 +181,54 @@ def test_turns_go_on_while_a_commit_writes_and_a_drop_before_it_writes_finds_the
     again = LoopSourceState(store, cache)
     assert again.get(key)["newest"] == T0 + 60 * 20
     assert len(again.get(key)["series"]["level"]) == 5
+
+
+def test_a_commit_stopped_by_a_rebalance_leaves_each_source_written_whole_or_not_at_all() -> None:
+    """A commit makes and writes its sources' records in slices, yielding between them;
+    a rebalance before a slice stops it (it says it did not write everything, so no
+    offsets are committed): the sources written are in the store and in the changelog's
+    records with their head and chunks, the others not at all, and the next state reads
+    each source as the store has it. Not stopped, it writes everything."""
+    stations = sorted(REGISTRIES.water)[:3]
+    keys = [f"water:{s}" for s in stations]
+    rules = RulesStage(REGISTRIES)
+    store = SourceStateStore(TOPIC)
+    cache: dict[str, tuple[Any, Any]] = {}
+    state = LoopSourceState(store, cache)
+
+    def turn(*minutes: float) -> None:
+        batch = [_water(s, T0 + 60 * m) for m in minutes for s in stations]
+        state.bind([(o, RawRecord(b"", partition=1)) for o in batch])
+        rules.process(batch, state, BOOK, state.copies)
+
+    turn(0, 5)
+    state.seal_into(Outbox(lambda: None, lambda: None, {}))
+    turn(70, 75)  # into the next hour: each source's first hour becomes a sealed chunk
+    write = _SourceStateWrite(state, state.begin_seal())
+    write.SLICE = 1
+    out = Outbox(lambda: None, lambda: None, {})
+    assert asyncio.run(write.write(out, lambda: False)) is False  # revoked after a slice
+    written = [orjson.loads(k) for k, _, _ in out.records[TOPIC]]
+    [source] = [k for k in written if k in keys]
+    first_hour = chunk_key(source, int(T0 // 3600))
+    assert written == [source, first_hour]  # its head, then its chunk
+    assert store.get(source)["newest"] == T0 + 60 * 75 and store.get(first_hour)
+    others = [k for k in keys if k != source]
+    assert all(store.get(k)["newest"] == T0 + 60 * 5 for k in others)
+    assert not any(store.get(chunk_key(k, int(T0 // 3600))) for k in others)
+
+    state.forget_unsealed()  # the rebalance drops the rest
+    state = LoopSourceState(store, cache)
+    assert state.get(source)["newest"] == T0 + 60 * 75
+    assert all(state.get(k)["newest"] == T0 + 60 * 5 for k in others)
+
+    turn(70, 75)  # the records come again: the others catch up, then a whole commit
+    write = _SourceStateWrite(state, state.begin_seal())
+    write.SLICE = 1
+    out = Outbox(lambda: None, lambda: None, {})
+    assert asyncio.run(write.write(out, lambda: True)) is True and not state.sealing
+    assert all(store.get(k)["newest"] == T0 + 60 * 75 for k in keys)
+    assert all(store.get(chunk_key(k, int(T0 // 3600))) for k in keys)
 
 
 # -- a batch processed in slices ------------------------------------------------------------------

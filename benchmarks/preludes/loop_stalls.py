@@ -9,7 +9,8 @@ Changes nothing in the worker; appends a line to the file named by ``BENCH_STALL
   ``_finish_commit`` (a task beside the turns: its wall time) and ``process``, and the rules
   loop's silence check,
 
-each with the monotonic time, so that a stall can be matched with what ran in it. How it was
+each with the monotonic time, so that a stall can be matched with what ran in it; with
+``BENCH_GC_CENSUS=<seconds>``, also what the collector tracks, per generation. How it was
 used: benchmarks/README.md, "A network of sources".
 """
 
@@ -40,7 +41,8 @@ def _on_gc(phase: str, info: dict[str, Any]) -> None:
         return
     took = time.perf_counter() - _gc_started[0]
     if took > 0.02:
-        _log(f"gc gen{info['generation']} {took * 1000:.0f} ms")
+        _log(f"gc gen{info['generation']} {took * 1000:.0f} ms "
+             f"({info['collected']} collected)")
 
 
 def _timed(cls: type, name: str) -> None:
@@ -85,9 +87,27 @@ _run = rules_loop.RulesLoop.run
 _tasks: set[asyncio.Task[None]] = set()
 
 
+async def _census() -> None:
+    """Every ``BENCH_GC_CENSUS`` seconds: the objects each generation of the collector
+    tracks, and the ten commonest types of the oldest (the census itself stalls the loop)."""
+    every = float(os.environ["BENCH_GC_CENSUS"])
+    while True:
+        await asyncio.sleep(every)
+        counts = [len(gc.get_objects(generation)) for generation in range(3)]
+        types: dict[str, int] = {}
+        for o in gc.get_objects(2):
+            name = type(o).__name__
+            types[name] = types.get(name, 0) + 1
+        top = sorted(types.items(), key=lambda kv: -kv[1])[:10]
+        _log(f"census gen0/1/2 {counts} frozen {gc.get_freeze_count()} "
+             f"oldest: {', '.join(f'{n} {c}' for n, c in top)}")
+
+
 async def _run_watched(self: Any) -> None:
-    task = asyncio.get_running_loop().create_task(_watch())
-    _tasks.add(task)  # (a reference, so that it is not collected)
+    loop = asyncio.get_running_loop()
+    _tasks.add(loop.create_task(_watch()))  # (a reference, so that it is not collected)
+    if os.environ.get("BENCH_GC_CENSUS"):
+        _tasks.add(loop.create_task(_census()))
     await _run(self)
 
 
