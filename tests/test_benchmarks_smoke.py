@@ -89,6 +89,20 @@ def test_baseline_and_locator_agree_in_process() -> None:
     assert np.array_equal(ours, NaiveLocator(m).locate(xs, ys))
 
 
+def test_state_gc_benchmark_runs_and_counts_what_the_collector_tracks(tmp_path: Path) -> None:
+    """bench_state_gc --quick: an hour of the fixture's sources' state built through the
+    real stages; the collector tracks the state's objects (more held than released), and
+    the report says so per source (timings are not asserted)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_state_gc", "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "state-gc.json").read_text(encoding="utf-8"))
+    assert results["sources"] == 165 and results["hours"] == 1.0
+    assert results["tracked_state"] > results["tracked_baseline"] + results["sources"]
+    assert "| the state, per source |" in (tmp_path / "state-gc.md").read_text(encoding="utf-8")
+
+
 def test_sms_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     """bench_sms --quick: every method measured, the pure decision and the sink agree on
     what the workload is (timings are not asserted)."""

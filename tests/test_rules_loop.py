@@ -73,6 +73,28 @@ def test_keys_are_written_as_faust_wrote_them() -> None:
     assert gone == codecs.dumps("json", "water:W1") and tombstone is None
 
 
+def test_sealed_chunks_are_kept_as_their_changelog_bytes_out_of_the_collectors_sight() -> None:
+    """A chunk is read only when a source is assembled: the store keeps it as the bytes it
+    wrote to (or restored from) the changelog, which the cyclic garbage collector does not
+    track, and decodes it on reading, its points as tuples (which it stops tracking)."""
+    import gc
+
+    key = "weather:G1"
+    chunk = chunk_key(key, 417_624)
+    content = {"rain": [[1_503_446_400.0, 1.0], [1_503_446_700.0, 2.0]]}
+    store = SourceStateStore(TOPIC)
+    out = Outbox(lambda: None, lambda: None, {})
+    store.write(0, chunk, content, out)
+    [(_, written, _)] = out.records[TOPIC]
+    assert store.data[chunk] == written and not gc.is_tracked(store.data[chunk])
+    restored = SourceStateStore(TOPIC)
+    restored.apply(0, orjson.dumps(chunk), written)
+    assert restored.data[chunk] == written and restored.partition_of == {chunk: 0}
+    for s in (store, restored):
+        assert s.chunk(chunk) == {"rain": [(1_503_446_400.0, 1.0), (1_503_446_700.0, 2.0)]}
+    assert store.chunk(chunk_key(key, 1)) is None
+
+
 def test_keep_only_forgets_the_partitions_given_away() -> None:
     store = SourceStateStore(TOPIC)
     for partition, key in ((0, "a:1"), (1, "a:2"), (3, "a:3")):
@@ -171,7 +193,7 @@ def test_turns_go_on_while_a_commit_writes_and_a_drop_before_it_writes_finds_the
     assert out.records[TOPIC] and not state.sealing
     head = store.get(key)
     assert head["newest"] == T0 + 60 * 10  # the commit wrote what it took, not minute 15
-    assert len(assemble(head, lambda k: store.get(chunk_key(key, k)))["series"]["level"]) == 3
+    assert len(assemble(head, lambda k: store.chunk(chunk_key(key, k)))["series"]["level"]) == 3
 
     turn(state, 20)
     state.seal_into(Outbox(lambda: None, lambda: None, {}))
