@@ -67,25 +67,30 @@ class SourceStateStore:
     """The rules' per-source state of the partitions this worker owns (table records in the
     layout of streams/source_state.py), and the changelog that keeps it.
 
-    Sealed chunks are kept as their changelog bytes (:meth:`chunk` decodes one): a chunk is
-    read only when a source's value is assembled (after a restore or a rebalance), and as
-    objects a day of them (~23 hourly chunks of 3-4 series) made ~100 containers per
-    source that every full collection of the cyclic garbage collector visited: ~0.9 s per
-    collection for a network of 10,000 sources (benchmarks/bench_state_gc.py). Heads
-    stay objects: the rules read them at every reading."""
+    Every record is kept as its changelog bytes, as written or restored: the logical values
+    the rules work on are assembled from them once and kept beside (``LoopSourceState``'s
+    cache), so the store is read only to assemble a source (after a restore or a rebalance)
+    and by the silence check. As objects, a source's head and a day of sealed chunks (~23
+    hourly chunks of 3-4 series) were ~100 containers that every full collection of the
+    cyclic garbage collector visited (~0.9 s per collection for a network of 10,000
+    sources), and each commit made a head's ~10 anew, which set off the next full
+    collection sooner (benchmarks/bench_state_gc.py). Bytes are not tracked."""
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
-        #: table key -> head (an object) or sealed chunk (its JSON bytes)
-        self.data: dict[str, Any] = {}
+        #: table key -> its changelog value
+        self.data: dict[str, bytes] = {}
         self.partition_of: dict[str, int] = {}
         self.restored: set[int] = set()
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
+        """The value stored under ``key``, decoded."""
+        raw = self.data.get(key)
+        return default if raw is None else orjson.loads(raw)
 
     def items(self) -> Iterable[tuple[str, Any]]:
-        return self.data.items()
+        """Every record, decoded."""
+        return ((key, orjson.loads(raw)) for key, raw in self.data.items())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.data)
@@ -101,15 +106,15 @@ class SourceStateStore:
             return None
         return {name: [tuple(p) for p in points] for name, points in orjson.loads(raw).items()}
 
-    def write(self, partition: int, key: str, value: Any, out: Outbox) -> None:
+    def write(self, partition: int, key: str, raw: Any, out: Outbox) -> None:
+        """Store one record (``raw``: its encoded value, or DELETED) and add it to ``out``."""
         encoded = orjson.dumps(key)
-        if value is DELETED:
+        if raw is DELETED:
             self.data.pop(key, None)
             self.partition_of.pop(key, None)
             out.add(self.topic, encoded, None, partition)
         else:
-            raw = orjson.dumps(value)
-            self.data[key] = raw if is_chunk_key(key) else value
+            self.data[key] = raw
             self.partition_of[key] = partition
             out.add(self.topic, encoded, raw, partition)
 
@@ -124,7 +129,7 @@ class SourceStateStore:
             self.data.pop(name, None)
             self.partition_of.pop(name, None)
         else:
-            self.data[name] = value if is_chunk_key(name) else orjson.loads(value)
+            self.data[name] = value
             self.partition_of[name] = partition
 
     def keep_only(self, partitions: set[int]) -> None:
@@ -166,11 +171,33 @@ class SourceStateStore:
 #: no value (a key's value may be None)
 _NONE = object()
 
+#: what a write needs of the head it replaces (source_state.split): its sealed chunk ids,
+#: open chunk and chunk size (ints and floats in tuples: the collector stops tracking them);
+#: None: not a head of the chunked layout
+Layout = tuple[tuple[int, ...], Any, Any] | None
+#: table key -> (the head's bytes as stored, the logical value assembled from them, the
+#: head's layout)
+Cache = dict[str, tuple[bytes, Any, Layout]]
+
+
+def _layout(head: Any) -> Layout:
+    if not isinstance(head, dict) or "sealed" not in head:
+        return None
+    return tuple(head["sealed"]), head.get("open"), head.get("chunk_s")
+
+
+def _previous(layout: Layout) -> dict[str, Any]:
+    """A head with ``layout``, as split reads the head it replaces."""
+    if layout is None:
+        return {}
+    sealed, open_chunk, chunk_s = layout
+    return {"sealed": sealed, "open": open_chunk, "chunk_s": chunk_s}
+
 
 @dataclasses.dataclass(slots=True)
 class Sealing:
     """What a commit writes of the rules' state: per source, its partition and its store
-    records (table key, stored value or DELETED) in write order (streams/source_state.py:
+    records (table key, encoded value or DELETED) in write order (streams/source_state.py:
     the head before its chunks), the first ``written`` of them written already; and the
     sources whose records are not made yet (their partition and the oldest event time
     changed since the last seal)."""
@@ -188,7 +215,7 @@ class LoopSourceState(HeldWrites):
     store holds it as a small head plus hourly chunks (streams/source_state.py), so that a
     batch writes only what changed. Reads assemble the logical value once and keep it
     (``cache``, owned by the loop across batches) for as long as the store still holds the
-    same head object: a restore or another write replaces that object.
+    same head (the same bytes object): a restore or another write replaces it.
 
     Writes are held (reads see them) until :meth:`seal_into`, which the loop calls after the
     turns' output is flushed: if the worker dies before, the turns' records are consumed
@@ -198,7 +225,7 @@ class LoopSourceState(HeldWrites):
     (``partition_of_key``), so state recovers with the records that change it.
     """
 
-    def __init__(self, store: SourceStateStore, cache: dict[str, tuple[Any, Any]]) -> None:
+    def __init__(self, store: SourceStateStore, cache: Cache) -> None:
         super().__init__()
         self.store = store
         #: the partition of each source's newest bound record (:meth:`bind`)
@@ -232,7 +259,7 @@ class LoopSourceState(HeldWrites):
 
     def _stored(self, key: str, default: Any) -> Any:
         """The logical value of ``key``: as a commit under way took it (not written yet),
-        else in the store, assembled once per head object."""
+        else in the store, assembled once per head."""
         sealing = self.sealing.get(key, _NONE)
         if sealing is not _NONE:
             flight = self._flight
@@ -240,14 +267,15 @@ class LoopSourceState(HeldWrites):
                 # its records made before a turn changes the value (copy on write)
                 self._make(flight, key)
             return default if sealing is DELETED else sealing
-        head = self.store.get(key)
-        if not head:
-            return default if head is None else head
+        raw = self.store.data.get(key)
+        if raw is None:
+            return default
         cached = self.cache.get(key)
-        if cached is not None and cached[0] is head:
+        if cached is not None and cached[0] is raw:
             return cached[1]
+        head = orjson.loads(raw)
         value = assemble(head, lambda k: self.store.chunk(chunk_key(key, k)), key)
-        self.cache[key] = (head, value)
+        self.cache[key] = (raw, value, _layout(head))
         return value
 
     def __getitem__(self, key: str) -> Any:
@@ -258,19 +286,30 @@ class LoopSourceState(HeldWrites):
 
     def _stored_form(self, key: str, value: Any, changed_from: float | None,
                      ) -> list[tuple[str, Any]]:
-        """The store records one logical write becomes, in write order: the head first
-        (see streams/source_state.py on crash safety), then its chunks."""
-        head = self.store.get(key)
+        """The store records one logical write becomes, encoded, in write order: the head
+        first (see streams/source_state.py on crash safety), then its chunks. The cache
+        maps the new head's bytes to ``value`` (a turn changes it in place afterwards, and
+        then holds it for the next commit)."""
+        raw, cached = self.store.data.get(key), self.cache.get(key)
+        if raw is None:
+            layout: Layout = None
+        elif cached is not None and cached[0] is raw:
+            layout = cached[2]
+        else:
+            layout = _layout(orjson.loads(raw))
         if value is DELETED:
             self.cache.pop(key, None)
-            sealed = head.get("sealed", []) if isinstance(head, dict) else []
+            sealed = layout[0] if layout is not None else ()
             return [(key, DELETED), *((chunk_key(key, k), DELETED) for k in sealed)]
         if not isinstance(value, dict):
-            return [(key, value)]
-        stored = split(value, head, changed_from)
-        self.cache[key] = (stored.head, value)
-        return [(key, stored.head), *((chunk_key(key, k), DELETED if c is None else c)
-                                      for k, c in stored.chunks.items())]
+            encoded = orjson.dumps(value)
+            self.cache[key] = (encoded, value, None)
+            return [(key, encoded)]
+        stored = split(value, _previous(layout), changed_from)
+        encoded = orjson.dumps(stored.head)
+        self.cache[key] = (encoded, value, _layout(stored.head))
+        return [(key, encoded), *((chunk_key(key, k), DELETED if c is None else orjson.dumps(c))
+                                  for k, c in stored.chunks.items())]
 
     def begin_seal(self) -> Sealing:
         """Take the writes held since the last seal for a commit; until :meth:`finish_seal`,
@@ -340,10 +379,14 @@ class LoopSourceState(HeldWrites):
         """Each source's value as the turns since the last commit left it: the held writes
         (and those of a commit under way) over the store's heads (chunks and markers left
         out), each with its partition."""
-        pending, sealing = self.pending, self.sealing
-        out = [(k, v) for k, v in self.store.items()
-               if k not in pending and k not in sealing and not k.startswith(MARKER_PREFIX)
-               and not is_chunk_key(k)]
+        pending, sealing, cache = self.pending, self.sealing, self.cache
+        out: list[tuple[str, Any]] = []
+        for k, raw in self.store.data.items():
+            if k in pending or k in sealing or k.startswith(MARKER_PREFIX) or is_chunk_key(k):
+                continue
+            cached = cache.get(k)  # the value assembled from this head, else the head
+            out.append((k, cached[1] if cached is not None and cached[0] is raw
+                        else orjson.loads(raw)))
         # (a value a commit took has its partition: begin_seal set it)
         out.extend((k, v) for k, v in sealing.items()
                    if k not in pending and isinstance(v, dict))
@@ -396,7 +439,7 @@ class RulesLoop(BatchLoop):
         self.deadletter_topic = deadletter
         self.store = SourceStateStore(changelog_topic(ctx.settings.app_id))
         #: the logical per-source values assembled from the store (LoopSourceState)
-        self.cache: dict[str, tuple[Any, Any]] = {}
+        self.cache: Cache = {}
         #: the state as the turns since the last commit left it (writes held until then)
         self.state = self._new_state()
         self._silence_checked = time.monotonic()

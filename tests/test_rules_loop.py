@@ -65,7 +65,7 @@ def test_keys_are_written_as_faust_wrote_them() -> None:
     """The same key bytes, so compaction keeps one record per key across the upgrade."""
     store = SourceStateStore(TOPIC)
     out = Outbox(lambda: None, lambda: None, {})
-    store.write(2, "weather:G1", {"newest": 5.0}, out)
+    store.write(2, "weather:G1", orjson.dumps({"newest": 5.0}), out)
     store.write(2, "water:W1", DELETED, out)
     [(key, value, partition), (gone, tombstone, partition2)] = out.records[TOPIC]
     assert key == codecs.dumps("json", "weather:G1") and partition == partition2 == 2
@@ -73,24 +73,31 @@ def test_keys_are_written_as_faust_wrote_them() -> None:
     assert gone == codecs.dumps("json", "water:W1") and tombstone is None
 
 
-def test_sealed_chunks_are_kept_as_their_changelog_bytes_out_of_the_collectors_sight() -> None:
-    """A chunk is read only when a source is assembled: the store keeps it as the bytes it
-    wrote to (or restored from) the changelog, which the cyclic garbage collector does not
-    track, and decodes it on reading, its points as tuples (which it stops tracking)."""
+def test_the_store_keeps_each_record_as_its_changelog_bytes_out_of_the_collectors_sight(
+) -> None:
+    """The store keeps a head and a sealed chunk as the bytes it wrote to (or restored
+    from) the changelog, which the cyclic garbage collector does not track; the logical
+    values are assembled from them once (LoopSourceState's cache). ``chunk`` decodes a
+    chunk, its points as tuples (which the collector stops tracking)."""
     import gc
 
     key = "weather:G1"
     chunk = chunk_key(key, 417_624)
-    content = {"rain": [[1_503_446_400.0, 1.0], [1_503_446_700.0, 2.0]]}
+    head = orjson.dumps({"newest": 1_503_446_700.0, "sealed": [417_624], "partition": 0})
+    content = orjson.dumps({"rain": [[1_503_446_400.0, 1.0], [1_503_446_700.0, 2.0]]})
     store = SourceStateStore(TOPIC)
     out = Outbox(lambda: None, lambda: None, {})
+    store.write(0, key, head, out)
     store.write(0, chunk, content, out)
-    [(_, written, _)] = out.records[TOPIC]
-    assert store.data[chunk] == written and not gc.is_tracked(store.data[chunk])
+    assert [(orjson.loads(k), v) for k, v, _ in out.records[TOPIC]] == [(key, head),
+                                                                        (chunk, content)]
     restored = SourceStateStore(TOPIC)
-    restored.apply(0, orjson.dumps(chunk), written)
-    assert restored.data[chunk] == written and restored.partition_of == {chunk: 0}
+    restored.apply(0, orjson.dumps(key), head)
+    restored.apply(0, orjson.dumps(chunk), content)
     for s in (store, restored):
+        assert s.data == {key: head, chunk: content} and s.partition_of == {key: 0, chunk: 0}
+        assert not any(gc.is_tracked(raw) for raw in s.data.values())
+        assert s.get(key)["newest"] == 1_503_446_700.0
         assert s.chunk(chunk) == {"rain": [(1_503_446_400.0, 1.0), (1_503_446_700.0, 2.0)]}
     assert store.chunk(chunk_key(key, 1)) is None
 
