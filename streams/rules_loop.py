@@ -457,6 +457,9 @@ class RulesLoop(BatchLoop):
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         numbers = {tp.partition for tp in partitions}
         self.store.keep_only(numbers)
+        data = self.store.data  # the values of the sources given away go with their heads
+        for key in [k for k in self.cache if k not in data]:
+            del self.cache[key]
         await self.store.restore(self.ctx.settings.bootstrap_servers, numbers)
 
     async def idle(self, producer: AIOKafkaProducer) -> None:

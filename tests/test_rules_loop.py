@@ -385,3 +385,16 @@ def test_a_silence_is_judged_on_the_readings_processed_not_only_on_those_committ
     assert silent.source_id == late and silent.level > 0
     assert silent.observed_at.timestamp() == T0 + 2 * gap
     assert loop.silent_sources() == []  # reported once
+
+
+def test_an_assignment_forgets_the_values_of_the_sources_given_away() -> None:
+    """The loop's cache holds each source's logical value (the store only its bytes): the
+    values of the partitions given away go with their records."""
+    loop = rules_loop_with(100)
+    kept, gone = orjson.dumps({"newest": 1.0}), orjson.dumps({"newest": 2.0})
+    for partition, key, raw in ((0, "a:1", kept), (1, "a:2", gone)):
+        loop.store.data[key], loop.store.partition_of[key] = raw, partition
+        loop.cache[key] = (raw, orjson.loads(raw), None)
+    asyncio.run(loop.assigned({TopicPartition(OBSERVATIONS, 0)}))
+    assert set(loop.store.data) == set(loop.cache) == {"a:1"}
+    assert loop.state.cache is loop.cache and loop.state.get("a:1") == {"newest": 1.0}
