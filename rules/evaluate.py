@@ -38,10 +38,10 @@ from onemap.rules.windows import (
     Arrival,
     Owned,
     Series,
-    WindowBound,
     carry_bound,
     classify,
     insert,
+    window_bound,
     window_max,
 )
 
@@ -199,11 +199,13 @@ IMMEDIATE = {"incident", "cap"}
 #: emitted: for every other reading it was half of the stage's time
 #: (benchmarks/results/stages-ablation.md).
 Proposal = tuple[str, WarningLevel, str]
+#: (partition, feed) -> stream time, epoch seconds (RulesStage.watermarks)
+Watermarks = dict[tuple[int, str], float]
 
 
 #: A feed's proposals from (state, registry entry, rules, levels in force, carried): the last
 #: is what the stage carries in memory from the source's previous reading (e.g. a bound of
-#: its rain sum, windows.WindowBound), which a proposer may read and update.
+#: its rain sum, windows.window_bound), which a proposer may read and update.
 Proposer = Callable[[dict[str, Any], Any, RuleBook, dict[str, WarningLevel], dict[str, Any]],
                     list[Proposal]]
 
@@ -234,7 +236,7 @@ def _propose_weather(st: dict[str, Any], source: Any, book: RuleBook,
             level, at_least = NO_LEVEL, at_most
         else:
             level, at_least = rainstorm_reached(rain, newest, book.rainstorm, at_most)
-        carried["rain_bound"] = WindowBound(rain, newest, seconds, at_least)
+        carried["rain_bound"] = window_bound(rain, newest, seconds, at_least)
         out.append(("rainstorm", level, ""))
     if "wind_mean" in series or "wind_gust" in series:
         window = limits.wind_window_s
@@ -259,7 +261,7 @@ def _bounded_max(carried: dict[str, Any], name: str, series: Series, end: float,
     bound = carry_bound(carried.get(name), series, end, seconds, max)
     if bound is None or bound >= floor:
         bound = window_max(series, end, seconds) or 0.0
-    carried[name] = WindowBound(series, end, seconds, bound)
+    carried[name] = window_bound(series, end, seconds, bound)
     return bound
 
 
@@ -359,27 +361,36 @@ class RulesStage:
         entry = self._entry(feed, source_id)
         return str(entry.name) if entry is not None else source_id
 
+    @staticmethod
+    def watermarks(entries: Iterable[tuple[str, Any]]) -> Watermarks:
+        """Stream time per partition and feed: the newest event time any source of the feed
+        in the partition reported. Partitions are consumed at their own pace, so a source is
+        only compared with the sources that share its partition (``partition`` is recorded
+        by the worker's state shell; a plain dict in tests has one partition), and each
+        feed's ingest runs at its own pace too."""
+        watermarks: Watermarks = {}
+        for k, v in entries:
+            if isinstance(v, dict) and v.get("newest") is not None:
+                group = (int(v.get("partition", 0)), k.split(":", 1)[0])
+                watermarks[group] = max(watermarks.get(group, v["newest"]), v["newest"])
+        return watermarks
+
     def silent_sources(self, entries: Iterable[tuple[str, Any]], rules: RuleBook,
-                       ) -> list[Hazard]:
+                       watermarks: Watermarks | None = None) -> list[Hazard]:
         """"Sensor silent" hazards for sources that stopped reporting.
 
         Judged in stream time: against the newest event time any source of the same feed in
-        the same partition reported (the watermark), so a replayed storm behaves as a live
-        one. A source is silent after ``silence_factor`` of its expected intervals; silence
-        while the source was at orange or red is itself orange (losing a sensor in a storm is
-        an emergency).
+        the same partition reported (the watermark, :meth:`watermarks` of ``entries`` unless
+        given: of all the sources, when ``entries`` are some of them), so a replayed storm
+        behaves as a live one. A source is silent after ``silence_factor`` of its expected
+        intervals; silence while the source was at orange or red is itself orange (losing a
+        sensor in a storm is an emergency).
         A whole feed going quiet stops the watermark: that shows in the feed metrics instead.
         """
         items = [(k, v) for k, v in entries
                  if isinstance(v, dict) and v.get("newest") is not None]
-        # stream time per partition: partitions are consumed at their own pace, so a source
-        # is only compared with the sources that share its partition (``partition`` is
-        # recorded by the worker's table shell; a plain dict in tests has one partition)
-        # ... and per feed: each feed's ingest runs at its own pace too
-        watermarks: dict[tuple[int, str], float] = {}
-        for k, v in items:
-            group = (int(v.get("partition", 0)), k.split(":", 1)[0])
-            watermarks[group] = max(watermarks.get(group, v["newest"]), v["newest"])
+        if watermarks is None:
+            watermarks = self.watermarks(items)
         out: list[Hazard] = []
         for key, st in items:
             watermark = watermarks[(int(st.get("partition", 0)), key.split(":", 1)[0])]

@@ -129,23 +129,30 @@ def window_sum(series: Series, end: float, seconds: float) -> float:
     return float(sum(map(_VALUE, series[lo:hi])))
 
 
-class WindowBound:
-    """``bound`` is known to be at least the window's aggregate (``window_sum`` or
-    ``window_max`` of ``series`` over ``seconds`` ending at ``end``): an upper bound that the
-    source's next reading can carry forward without summing or scanning
-    (:func:`carry_bound`). It keeps what recognises the series at its next reading (which
-    may be the same list changed in place, see :func:`insert`): its length and its first
-    and last points, as objects (compared by identity: a point is never changed)."""
+#: What :func:`carry_bound` carries from a source's reading to its next: ``bound`` is known
+#: to be at least the window's aggregate (``window_sum`` or ``window_max`` of a series over
+#: ``seconds`` ending at ``end``), with what recognises the series at its next reading (which
+#: may be the same list changed in place, see :func:`insert`): its length and its first and
+#: last points, as objects (compared by identity: a point is never changed). Made by
+#: :func:`window_bound`: (length, first, last, end, seconds, bound).
+#:
+#: A plain tuple, not an instance of a class: one is made per window per reading and kept
+#: until the source's next reading, minutes later, so it outlives the collector's young
+#: generations; the cyclic garbage collector tracks an instance for as long as it lives
+#: (and every full collection visits it: with a network of 10,000 sources ~20,000 of them),
+#: while a tuple of numbers and points is untracked once a collection has seen it.
+WindowBound = tuple[int, Point | None, Point | None, float, float, float]
 
-    __slots__ = ("bound", "end", "first", "last", "n", "seconds")
 
-    def __init__(self, series: Series, end: float, seconds: float, bound: float) -> None:
-        self.n = len(series)
-        self.first = series[0] if series else None
-        self.last = series[-1] if series else None
-        self.end = end
-        self.seconds = seconds
-        self.bound = bound
+def window_bound(series: Series, end: float, seconds: float, bound: float) -> WindowBound:
+    """A bound of ``series``' window of ``seconds`` ending at ``end``, for its next reading.
+
+    >>> window_bound([(0.0, 1.0), (300.0, 2.0)], 300.0, 3600.0, 3.0)
+    (2, (0.0, 1.0), (300.0, 2.0), 300.0, 3600.0, 3.0)
+    """
+    if series:
+        return len(series), series[0], series[-1], end, seconds, bound
+    return 0, None, None, end, seconds, bound
 
 
 def carry_bound(previous: WindowBound | None, series: Series, end: float, seconds: float,
@@ -169,7 +176,7 @@ def carry_bound(previous: WindowBound | None, series: Series, end: float, second
     suffix is at most the sum of the whole.
 
     >>> s0 = [[0.0, 1.0], [300.0, 2.0]]
-    >>> b = WindowBound(s0, 300.0, 3600.0, window_sum(s0, 300.0, 3600.0))
+    >>> b = window_bound(s0, 300.0, 3600.0, window_sum(s0, 300.0, 3600.0))
     >>> s1 = insert(s0, 600.0, 4.0, keep_s=400.0)        # drops [0, 1], appends [600, 4]
     >>> carry_bound(b, s1, 600.0, 3600.0), window_sum(s1, 600.0, 3600.0)
     (7.0, 6.0)
@@ -179,23 +186,23 @@ def carry_bound(previous: WindowBound | None, series: Series, end: float, second
     True
     >>> carry_bound(b, [[0.0, 1.0], [300.0, 2.0]], 300.0, 3600.0) is None  # not that list
     True
-    >>> top = WindowBound(s0, 300.0, 600.0, window_max(s0, 300.0, 600.0))
+    >>> top = window_bound(s0, 300.0, 600.0, window_max(s0, 300.0, 600.0))
     >>> carry_bound(top, s1, 600.0, 600.0, max), window_max(s1, 600.0, 600.0)
     (4.0, 4.0)
     """
-    if previous is None or previous.seconds != seconds or end < previous.end \
-            or previous.last is None:
+    if previous is None or previous[4] != seconds or end < previous[3] or previous[2] is None:
         return None
+    n_before, first_before, last_before, _, _, bound = previous
     n = len(series)
     if n == 0:
         return None
     last = series[-1]
-    if last is previous.last:  # no point appended: unchanged, unless a late one stayed
-        if n == previous.n and series[0] is previous.first:
-            return previous.bound
+    if last is last_before:  # no point appended: unchanged, unless a late one stayed
+        if n == n_before and series[0] is first_before:
+            return bound
         return None
-    if n >= 2 and series[-2] is previous.last and n <= previous.n + 1:
-        return combine(previous.bound, last[1])
+    if n >= 2 and series[-2] is last_before and n <= n_before + 1:
+        return combine(bound, last[1])
     return None
 
 

@@ -56,6 +56,8 @@ from onemap.streams.state_tables import DELETED, MARKER_PREFIX, HeldWrites
 log = logging.getLogger(__name__)
 
 SILENCE_CHECK_S = 5.0
+#: sources judged between two yields to the worker's other tasks (RulesLoop.silent_sources)
+SILENCE_SLICE = 1_000
 
 
 def changelog_topic(app_id: str) -> str:
@@ -466,7 +468,7 @@ class RulesLoop(BatchLoop):
         if time.monotonic() - self._silence_checked < SILENCE_CHECK_S:
             return
         self._silence_checked = time.monotonic()
-        hazards = self.silent_sources()
+        hazards = await self.silent_sources()
         if not hazards:
             return
         out = self.outbox(producer)
@@ -476,13 +478,25 @@ class RulesLoop(BatchLoop):
         await out.send()
         await producer.flush()
 
-    def silent_sources(self) -> list[Hazard]:
+    async def silent_sources(self) -> list[Hazard]:
         """"Sensor silent" hazards for the sources that stopped reporting, judged on the state
         the turns since the last commit left (:meth:`LoopSourceState.sources`): a reading
         processed but not committed yet counts. (Judged on the committed store, a source
         whose newer reading was already processed was reported silent after its older
-        one, and that reading, applied already, could no longer end the silence.)"""
-        return self.ctx.rules.silent_sources(self.state.sources(), self.ctx.rulebook.current)
+        one, and that reading, applied already, could no longer end the silence.)
+
+        In slices of ``SILENCE_SLICE`` sources, the worker's other tasks run between them
+        (over a network of 10,000 sources the check at once stopped them for 50-220 ms
+        every 5 s); no turn of this loop runs meanwhile, so the state stays as judged."""
+        rules, book = self.ctx.rules, self.ctx.rulebook.current
+        entries = self.state.sources()
+        await asyncio.sleep(0)
+        watermarks = rules.watermarks(entries)
+        hazards: list[Hazard] = []
+        for part in slices(entries, SILENCE_SLICE):
+            await asyncio.sleep(0)
+            hazards.extend(rules.silent_sources(part, book, watermarks))
+        return hazards
 
     async def process(self, batch: Batch, out: Outbox, producer: AIOKafkaProducer) -> int:
         await self.store.restore(self.ctx.settings.bootstrap_servers,

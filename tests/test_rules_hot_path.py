@@ -45,6 +45,7 @@ from onemap.rules.windows import (
     WindowBound,
     carry_bound,
     insert,
+    window_bound,
     window_max,
     window_sum,
 )
@@ -169,7 +170,7 @@ def test_carried_rain_bound_never_changes_a_level(seed: int, heavy: float,
         assert level == _rainstorm_before(series, newest, rule)
         assert level == rainstorm_level(series, newest, rule).level
         levels.add(level)
-        previous = WindowBound(series, newest, rule.longest_window_s, at_least)
+        previous = window_bound(series, newest, rule.longest_window_s, at_least)
     assert carried > 1000, "most readings carry the bound"
     if heavy >= 12.0:
         assert len(levels) > 1, "the run reaches some colour"
@@ -177,10 +178,10 @@ def test_carried_rain_bound_never_changes_a_level(seed: int, heavy: float,
 
 def test_a_bound_is_not_carried_to_a_series_it_was_not_made_for() -> None:
     s0 = [[0.0, 1.0], [300.0, 2.0], [600.0, 3.0]]
-    b = WindowBound(s0, 600.0, 3600.0, 6.0)
+    b = window_bound(s0, 600.0, 3600.0, 6.0)
     assert carry_bound(b, orjson.loads(orjson.dumps(s0)), 600.0, 3600.0) is None  # a copy
     assert carry_bound(b, s0, 300.0, 3600.0) is None  # the window moved back
-    assert carry_bound(WindowBound(s0, 600.0, 7200.0, 6.0), s0, 600.0, 3600.0) is None  # other
+    assert carry_bound(window_bound(s0, 600.0, 7200.0, 6.0), s0, 600.0, 3600.0) is None  # other
     late = insert(s0, 450.0, 5.0, BOOK.history_s)
     assert carry_bound(b, late, 600.0, 3600.0) is None
     # a late reading and then an in-order one: the result shares both ends with s0 + 1 point

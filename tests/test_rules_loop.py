@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
+import pytest
 from aiokafka import TopicPartition
 from faust.serializers import codecs
 
@@ -16,6 +17,7 @@ from onemap.records import Observation, Place
 from onemap.registries import Registries, default_registries_dir
 from onemap.rules.evaluate import RulesStage
 from onemap.rules.rulebook import default_rules_dir, load_rulebook
+from onemap.streams import rules_loop
 from onemap.streams.deadletter import RawRecord
 from onemap.streams.outbox import Outbox
 from onemap.streams.rules_loop import (
@@ -355,12 +357,17 @@ def test_a_revocation_between_slices_stops_the_batch_and_keeps_nothing() -> None
 
 # -- silent sources --------------------------------------------------------------------------------
 
-def test_a_silence_is_judged_on_the_readings_processed_not_only_on_those_committed() -> None:
+@pytest.mark.parametrize("slice_sources", [1, 1_000])
+def test_a_silence_is_judged_on_the_readings_processed_not_only_on_those_committed(
+    slice_sources: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The silence check between turns counts a reading processed since the last commit. A
     CI run of the typhoon oracle caught the check on the committed store alone: it reported
     five gauges silent after their 08:10 readings though their 08:11 readings were already
     processed (held for the commit), so those could not end the silence, which lasted until
-    the gauges' next readings hours later."""
+    the gauges' next readings hours later. Judged in slices (one source each), a source is
+    still judged against the stream time of all (the other source's, in another slice)."""
+    monkeypatch.setattr(rules_loop, "SILENCE_SLICE", slice_sources)
     loop = rules_loop_with(10_000)
     late, ahead = [s for s in sorted(REGISTRIES.water) if s.startswith("ZH-RIV-")][:2]
     gap = BOOK.limits.silence_factor * REGISTRIES.water[late].expected_interval_s
@@ -378,13 +385,13 @@ def test_a_silence_is_judged_on_the_readings_processed_not_only_on_those_committ
     loop.state.seal_into(Outbox(lambda: None, lambda: None, {}))  # committed: `late` behind
     turn((late, T0 + 2 * gap))  # ... and back, in a turn not committed yet
     assert loop.store.get(f"water:{late}")["newest"] == T0
-    assert loop.silent_sources() == []
+    assert asyncio.run(loop.silent_sources()) == []
 
     turn((ahead, T0 + 4 * gap))  # now `late` is silent, after its newest processed reading
-    [silent] = loop.silent_sources()
+    [silent] = asyncio.run(loop.silent_sources())
     assert silent.source_id == late and silent.level > 0
     assert silent.observed_at.timestamp() == T0 + 2 * gap
-    assert loop.silent_sources() == []  # reported once
+    assert asyncio.run(loop.silent_sources()) == []  # reported once
 
 
 def test_an_assignment_forgets_the_values_of_the_sources_given_away() -> None:
