@@ -490,11 +490,11 @@ class RulesLoop(BatchLoop):
         every 5 s); no turn of this loop runs meanwhile, so the state stays as judged."""
         rules, book = self.ctx.rules, self.ctx.rulebook.current
         entries = self.state.sources()
-        await asyncio.sleep(0)
         watermarks = rules.watermarks(entries)
         hazards: list[Hazard] = []
-        for part in slices(entries, SILENCE_SLICE):
-            await asyncio.sleep(0)
+        for i, part in enumerate(slices(entries, SILENCE_SLICE)):
+            if i:
+                await asyncio.sleep(0)
             hazards.extend(rules.silent_sources(part, book, watermarks))
         return hazards
 
