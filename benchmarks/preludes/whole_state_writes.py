@@ -10,16 +10,38 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from onemap.streams import rules_loop
+from onemap.streams.state_tables import DELETED
 
 
-def _stored_form(self: Any, key: str, value: Any) -> list[tuple[str, Any]]:
-    return [(key, value)]
+def _stored_form(self: Any, key: str, value: Any, changed_from: float | None,
+                 ) -> list[tuple[str, Any]]:
+    if value is DELETED:
+        self.cache.pop(key, None)
+        return [(key, DELETED)]
+    encoded = orjson.dumps(value)
+    self.cache[key] = (encoded, value, None)
+    return [(key, encoded)]
 
 
 def _stored(self: Any, key: str, default: Any) -> Any:
-    value = self.store.get(key)
-    return default if value is None else value
+    sealing = self.sealing.get(key, rules_loop._NONE)
+    if sealing is not rules_loop._NONE:  # a commit under way took it (see _stored's own)
+        flight = self._flight
+        if flight is not None and key in flight.unmade:
+            self._make(flight, key)
+        return default if sealing is DELETED else sealing
+    raw = self.store.data.get(key)
+    if raw is None:
+        return default
+    cached = self.cache.get(key)
+    if cached is not None and cached[0] is raw:
+        return cached[1]
+    value = orjson.loads(raw)
+    self.cache[key] = (raw, value, None)
+    return value
 
 
 rules_loop.LoopSourceState._stored_form = _stored_form  # type: ignore[method-assign]
