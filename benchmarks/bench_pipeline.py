@@ -619,8 +619,9 @@ async def drain(driver: Driver, group: Group, backlog: int, *, expected_rate: fl
 
 
 async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float,
-                    capacity: float) -> dict[str, Any]:
-    """Offer ``rate`` records/s for ``duration_s``; backlog trend and latency."""
+                    capacity: float, *, broker_pid: int | None = None) -> dict[str, Any]:
+    """Offer ``rate`` records/s for ``duration_s``; backlog trend, latency, and the CPU the
+    workers, this benchmark and the broker (``broker_pid``) used meanwhile."""
     driver.sent_at.clear()
     driver.hazard_at.clear()
     driver.latencies = []
@@ -636,6 +637,7 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
     # and making them as they are due took CPU the workers then lacked at high rates
     records = driver.workload.take(int(rate * duration_s) + 1)
     own0 = cpu_seconds(os.getpid())
+    broker0 = cpu_seconds(broker_pid) if broker_pid else 0.0
     started = time.monotonic()
     next_sample = started
     sent = 0
@@ -657,6 +659,7 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
     produced = driver.produced - produced0
     cpu_during = sum(b - a for a, b in zip(cpu0, group.cpu(), strict=True))
     driver_cpu = cpu_seconds(os.getpid()) - own0
+    broker_cpu = (cpu_seconds(broker_pid) - broker0) if broker_pid else None
     # the growth of the backlog over the second half of the step
     half = [(t, b) for t, b in backlog if t >= duration_s / 2]
     growth = 0.0
@@ -686,6 +689,8 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
         "hops": hop_percentiles(driver.hops),
         "worker_cpu_share": round(cpu_during / duration_s / len(group.workers), 3),
         "driver_cpu_share": round(driver_cpu / duration_s, 3),
+        "broker_cpu_share": (round(broker_cpu / duration_s, 3) if broker_cpu is not None
+                             else None),
         "loadavg": load,
     }
 
@@ -1047,7 +1052,8 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                 step_profiled = profile and rate == profile_rate
                 if step_profiled:
                     await sampled.start()
-                step = await rate_step(driver, group, rate, plan.step_s, capacity)
+                step = await rate_step(driver, group, rate, plan.step_s, capacity,
+                                       broker_pid=broker_pid)
                 if step_profiled:
                     out["profile"] = {
                         **await sampled.read(),
@@ -1062,7 +1068,8 @@ async def run_group(size: int, bootstrap: str, redis_url: str, *, tmp: Path, pla
                     + ", ".join(f"{h} {v['p50_ms']}/{v['p99_ms']}"
                                 for h, v in step["hops"].items()) + "), "
                     f"CPU: worker {step['worker_cpu_share']:.2f}, benchmark "
-                    f"{step['driver_cpu_share']:.2f}, load {step['loadavg']}")
+                    f"{step['driver_cpu_share']:.2f}, broker "
+                    f"{_fmt(step['broker_cpu_share'], 2)}, load {step['loadavg']}")
         out.update({"warmup": warm, "capacity": cap, "steps": steps,
                     "capacity_records_per_s": capacity,
                     "capacity_per_worker": round(capacity / size, 1)})
@@ -1237,15 +1244,16 @@ def markdown(res: dict[str, Any]) -> str:
         "## Rate steps: backlog and event → alert latency",
         "",
         "| workers | offered rec/s | achieved | backlog growth /s | flat | backlog at end | "
-        "alerts | p50 ms | p99 ms | max ms | worker CPU share | benchmark CPU share | load |",
+        "alerts | p50 ms | p99 ms | max ms | worker CPU share | benchmark CPU share | "
+        "broker CPU share | load |",
         "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| --- |",
+        "| ---: | --- |",
     ]
     for g in res["groups"]:
         for s in g["steps"]:
             if "skipped" in s:
                 lines.append(f"| {g['workers']} | {s['rate']:,.0f} | not run: {s['skipped']} "
-                             "| | | | | | | | | | |")
+                             "| | | | | | | | | | | |")
                 continue
             lines.append(
                 f"| {g['workers']} | {s['rate']:,.0f} | {s['achieved_rate']:,.0f} | "
@@ -1253,7 +1261,7 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{s['backlog_at_end']:,} | {s['alerts']} | {_fmt(s['latency_p50_ms'], 1)} | "
                 f"{_fmt(s['latency_p99_ms'], 1)} | {_fmt(s['latency_max_ms'], 1)} | "
                 f"{s['worker_cpu_share']:.2f} | {_fmt(s.get('driver_cpu_share'), 2)} | "
-                f"{s['loadavg']} |")
+                f"{_fmt(s.get('broker_cpu_share'), 2)} | {s['loadavg']} |")
     split = [(g["workers"], s) for g in res["groups"] for s in g["steps"] if s.get("hops")]
     if split:
         lines += ["", "Where each alert's latency went, by hop (broker timestamps: when a stage "

@@ -144,6 +144,9 @@ def test_pipeline_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     assert group["capacity"]["completed"] and group["capacity"]["records_per_s"] > 0
     run = [s for s in group["steps"] if "skipped" not in s]
     assert run and all(s["produced"] > 0 and s["drained_after"] for s in run)
+    # the broker's CPU during each step is measured (it shares the cores with the worker)
+    assert all(s["broker_cpu_share"] is not None and s["broker_cpu_share"] > 0 for s in run)
+    assert "| broker CPU share |" in (tmp_path / "pipeline.md").read_text()
     # readings that cross a threshold made alerts, matched back to their readings
     assert sum(s["alerts"] for s in run) > 0
     # ... and each alert's latency split into its hops through the hazard record
