@@ -259,6 +259,12 @@ class LoopSourceState(HeldWrites):
     def _bound(self, key: str) -> bool:
         return key in self.partition_of_key
 
+    def _cached(self, key: str, raw: bytes) -> tuple[bytes, Any, Layout] | None:
+        """The cache's entry of ``key`` if it was made from the head ``raw`` the store holds
+        (the same bytes object), else None."""
+        cached = self.cache.get(key)
+        return cached if cached is not None and cached[0] is raw else None
+
     def _stored(self, key: str, default: Any) -> Any:
         """The logical value of ``key``: as a commit under way took it (not written yet),
         else in the store, assembled once per head."""
@@ -272,8 +278,8 @@ class LoopSourceState(HeldWrites):
         raw = self.store.data.get(key)
         if raw is None:
             return default
-        cached = self.cache.get(key)
-        if cached is not None and cached[0] is raw:
+        cached = self._cached(key, raw)
+        if cached is not None:
             return cached[1]
         head = orjson.loads(raw)
         value = assemble(head, lambda k: self.store.chunk(chunk_key(key, k)), key)
@@ -292,10 +298,11 @@ class LoopSourceState(HeldWrites):
         first (see streams/source_state.py on crash safety), then its chunks. The cache
         maps the new head's bytes to ``value`` (a turn changes it in place afterwards, and
         then holds it for the next commit)."""
-        raw, cached = self.store.data.get(key), self.cache.get(key)
+        raw = self.store.data.get(key)
+        cached = self._cached(key, raw) if raw is not None else None
         if raw is None:
             layout: Layout = None
-        elif cached is not None and cached[0] is raw:
+        elif cached is not None:
             layout = cached[2]
         else:
             layout = _layout(orjson.loads(raw))
@@ -381,14 +388,13 @@ class LoopSourceState(HeldWrites):
         """Each source's value as the turns since the last commit left it: the held writes
         (and those of a commit under way) over the store's heads (chunks and markers left
         out), each with its partition."""
-        pending, sealing, cache = self.pending, self.sealing, self.cache
+        pending, sealing = self.pending, self.sealing
         out: list[tuple[str, Any]] = []
         for k, raw in self.store.data.items():
             if k in pending or k in sealing or k.startswith(MARKER_PREFIX) or is_chunk_key(k):
                 continue
-            cached = cache.get(k)  # the value assembled from this head, else the head
-            out.append((k, cached[1] if cached is not None and cached[0] is raw
-                        else orjson.loads(raw)))
+            cached = self._cached(k, raw)  # the value assembled from this head, else the head
+            out.append((k, cached[1] if cached is not None else orjson.loads(raw)))
         # (a value a commit took has its partition: begin_seal set it)
         out.extend((k, v) for k, v in sealing.items()
                    if k not in pending and isinstance(v, dict))
