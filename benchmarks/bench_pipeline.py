@@ -413,6 +413,12 @@ class Driver:
         #: each source key's topic and partition
         self._where: dict[bytes, tuple[str, int]] = {}
         self._reader: asyncio.Task[None] | None = None
+        #: per reading: when this driver read its first hazard record (wall clock)
+        self.hazard_read_at: dict[tuple[str, float], float] = {}
+        #: with ``BENCH_ALERT_LOG=<path>``: a line per matched alert (its reading's send
+        #: time on the monotonic clock, which the worker's diagnostics share, and its hops)
+        log_path = os.environ.get("BENCH_ALERT_LOG")
+        self.alert_log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
 
     async def __aenter__(self) -> Driver:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -439,6 +445,14 @@ class Driver:
         await self.consumer.stop()
         await self.producer.stop()
 
+    def new_step(self) -> None:
+        """Forget the readings and alerts matched so far (a rate step starts)."""
+        for readings in (self.sent_at, self.hazard_at, self.hazard_read_at):
+            readings.clear()
+        self.latencies = []
+        self.hops = []
+        self.unmatched = 0
+
     async def _assign_alerts(self) -> None:
         from aiokafka import TopicPartition
         tps = []
@@ -456,8 +470,9 @@ class Driver:
             for tp, messages in batches.items():
                 if tp.topic != alerts:
                     for m in messages:
-                        self.hazard_at.setdefault(reading_of(json.loads(m.value)),
-                                                  m.timestamp / 1000)
+                        reading = reading_of(json.loads(m.value))
+                        self.hazard_at.setdefault(reading, m.timestamp / 1000)
+                        self.hazard_read_at.setdefault(reading, wall)
                     continue
                 for m in messages:
                     self.alerts_seen += 1
@@ -472,6 +487,14 @@ class Driver:
                         alert_at = m.timestamp / 1000
                         self.hops.append((hazard_at - sent[1], alert_at - hazard_at,
                                           wall - alert_at))
+                        if self.alert_log is not None:
+                            read = self.hazard_read_at.get(key, hazard_at)
+                            self.alert_log.write(
+                                f"{sent[0]:.3f} total {(now - sent[0]) * 1000:.0f} "
+                                f"feed>hazard {(hazard_at - sent[1]) * 1000:.0f} "
+                                f"hazard>read {(read - hazard_at) * 1000:.0f} "
+                                f"hazard>alert {(alert_at - hazard_at) * 1000:.0f} "
+                                f"alert>read {(wall - alert_at) * 1000:.0f}\n")
 
     async def send(self, records: Sequence[Record], track: bool) -> list[asyncio.Future[Any]]:
         """Hand ``records`` to the producer in one batch per partition; with ``track`` each
@@ -622,11 +645,7 @@ async def rate_step(driver: Driver, group: Group, rate: float, duration_s: float
                     capacity: float, *, broker_pid: int | None = None) -> dict[str, Any]:
     """Offer ``rate`` records/s for ``duration_s``; backlog trend, latency, and the CPU the
     workers, this benchmark and the broker (``broker_pid``) used meanwhile."""
-    driver.sent_at.clear()
-    driver.hazard_at.clear()
-    driver.latencies = []
-    driver.hops = []
-    driver.unmatched = 0
+    driver.new_step()
     base = await asyncio.to_thread(group.processed)
     produced0 = driver.produced
     cpu0 = group.cpu()
@@ -940,7 +959,8 @@ def as_worker(out: Path | None, prelude: Path | None) -> int:
     signal: the faust worker owns SIGUSR1 and SIGUSR2)."""
     from onemap.cli import main
     if prelude is not None:
-        exec(compile(prelude.read_text(), str(prelude), "exec"), {"__name__": "prelude"})
+        exec(compile(prelude.read_text(), str(prelude), "exec"),
+             {"__name__": "prelude", "__file__": str(prelude)})
     if out is None:
         return main(["worker"])
     # A sampler thread gets the GIL when the worker's thread releases it: at a system call,
