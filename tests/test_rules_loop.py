@@ -262,6 +262,47 @@ def test_a_commit_stopped_by_a_rebalance_leaves_each_source_written_whole_or_not
     assert all(store.get(chunk_key(k, int(T0 // 3600))) for k in keys)
 
 
+def test_a_commit_writes_its_sources_paced_leaving_the_turns_most_of_the_worker() -> None:
+    """Over a network of sources a commit makes ~0.2-0.5 s of records: it waits after each
+    slice twice as long as the slice took (a third of the worker's time while it writes),
+    and the worker's other tasks run in the waits. Each slice here takes 10 ms by the
+    write's clock; the waits are real (at least what was asked)."""
+    stations = sorted(REGISTRIES.water)[:4]
+    rules = RulesStage(REGISTRIES)
+    state = LoopSourceState(SourceStateStore(TOPIC), {})
+    batch = [_water(s, T0) for s in stations]
+    state.bind([(o, RawRecord(b"", partition=1)) for o in batch])
+    rules.process(batch, state, BOOK, state.copies)
+    write = _SourceStateWrite(state, state.begin_seal())
+    write.SLICE = 1
+    ticks = iter(range(1_000))
+    write.clock = lambda: 0.01 * next(ticks)  # every slice: 10 ms between its two readings
+    others = 0
+
+    async def commit_beside_a_turn() -> tuple[bool, float]:
+        nonlocal others
+        done = False
+
+        async def turn() -> None:
+            nonlocal others
+            while not done:
+                others += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(turn())
+        started = asyncio.get_running_loop().time()
+        whole = await write.write(Outbox(lambda: None, lambda: None, {}), lambda: True)
+        took = asyncio.get_running_loop().time() - started
+        done = True
+        await task
+        return whole, took
+
+    whole, took = asyncio.run(commit_beside_a_turn())
+    assert whole and all(state.store.get(f"water:{s}")["newest"] == T0 for s in stations)
+    assert took >= 3 * 2 * 0.01  # three waits (none after the last slice) of 20 ms each
+    assert others >= 3
+
+
 # -- a batch processed in slices ------------------------------------------------------------------
 
 OBSERVATIONS, HAZARDS = "p.observations", "p.hazards"
@@ -392,6 +433,27 @@ def test_a_silence_is_judged_on_the_readings_processed_not_only_on_those_committ
     assert silent.source_id == late and silent.level > 0
     assert silent.observed_at.timestamp() == T0 + 2 * gap
     assert asyncio.run(loop.silent_sources()) == []  # reported once
+
+
+def test_the_silence_check_waits_while_a_commit_writes() -> None:
+    """Both come every 5 s: landing together in a network's commit they held the turns up
+    the longest. Due while a commit is under way, the check runs at the first turn after it."""
+    loop = rules_loop_with(100)
+    checks: list[float] = []
+    judge = loop.silent_sources
+
+    async def counted() -> list[Any]:
+        checks.append(1)
+        return await judge()
+
+    loop.silent_sources = counted  # type: ignore[method-assign]
+    loop._silence_checked = -1e9  # due
+    loop.committing = {TopicPartition(OBSERVATIONS, 0): 10}  # a commit under way
+    asyncio.run(loop.idle(cast(Any, None)))
+    assert checks == []
+    loop.committing = {}
+    asyncio.run(loop.idle(cast(Any, None)))  # no source is silent: nothing to send
+    assert checks == [1]
 
 
 def test_an_assignment_forgets_the_values_of_the_sources_given_away() -> None:
