@@ -22,8 +22,9 @@ back: until every fetch has answered up to the end, since the embedded broker's 
 read low). The range assignor gives a worker the same partition number of both observations
 topics, and a rebalance keeps the state of the partitions a worker keeps.
 
-Sources that stopped reporting are checked between batches, every ``SILENCE_CHECK_S``, on
-the state as the turns left it (held writes included).
+Sources that stopped reporting are checked between batches, every ``SILENCE_CHECK_S`` (not
+while a commit writes the state: its first turn after), on the state as the turns left it
+(held writes included).
 """
 
 from __future__ import annotations
