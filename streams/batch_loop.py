@@ -60,6 +60,13 @@ STOP_COMMIT_S = 10.0
 #: broker round trip per piece; under the broker's default 1 MB record-batch limit
 #: (``message.max.bytes``) with room for the batch header
 MAX_BATCH_BYTES = 1_000_000
+#: the share of the worker a commit's state writing takes while it runs beside the turns
+#: (StateWrite.write). Over a network of 10,000 sources a commit makes 0.2-0.5 s of
+#: records; taken at once (with a full collection and the silence check landing in it) the
+#: turns fell behind for up to 0.8 s every commit (benchmarks/README.md, "A network: what
+#: the tail was"). A commit awaited in a turn (``commit_interval_s`` 0, or at the stop)
+#: takes all of it: nothing else of the stage could run in its pauses.
+COMMIT_SHARE = 1 / 3
 Batch = dict[TopicPartition, list[Any]]
 T = TypeVar("T")
 
@@ -82,9 +89,10 @@ def next_offsets(batch: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPar
 class StateWrite(Protocol):
     """What a commit writes of a stage's held-back state (BatchLoop.seal)."""
 
-    async def write(self, out: Outbox, current: Callable[[], bool]) -> bool:
+    async def write(self, out: Outbox, current: Callable[[], bool], share: float = 1.0) -> bool:
         """Put it into ``out`` and the stage's store; may yield to the worker's other tasks
-        (the turns go on), and then stops once ``current()`` is false (a rebalance), with
+        (the turns go on), taking about ``share`` of the worker's time while it writes (1:
+        it only yields), and then stops once ``current()`` is false (a rebalance), with
         what it wrote in ``out`` too. Whether all of it is written."""
 
 
@@ -297,7 +305,7 @@ class BatchLoop:
               and time.monotonic() - self._committed_at >= interval):
             # in the background: the turns go on while the broker takes what it writes
             self._commit_task = asyncio.create_task(
-                self._finish_commit(consumer, producer, self._begin_commit()),
+                self._finish_commit(consumer, producer, self._begin_commit(), COMMIT_SHARE),
                 name=f"{self.name}-commit")
         await asyncio.sleep(self.linger(batch, fetched))
 
@@ -333,9 +341,10 @@ class BatchLoop:
         return _Commit(self.generation, offsets, self.seal())
 
     async def _finish_commit(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                             commit: _Commit) -> None:
+                             commit: _Commit, share: float = 1.0) -> None:
         """Everything queued delivered (the output of the turns the commit covers, and
-        maybe of later ones), then what the stage held back, then the offsets."""
+        maybe of later ones), then what the stage held back (taking ``share`` of the
+        worker while it writes), then the offsets."""
         try:
             await producer.flush()
             if commit.generation != self.generation:
@@ -343,7 +352,7 @@ class BatchLoop:
             if commit.state is not None:
                 out = self.outbox(producer)
                 whole = await commit.state.write(
-                    out, lambda: commit.generation == self.generation)
+                    out, lambda: commit.generation == self.generation, share)
                 await out.send()  # what the store took, the changelog gets
                 if not whole:
                     return  # as above; the sources written read the records as duplicates

@@ -416,19 +416,16 @@ class _SourceStateWrite:
     #: sources whose records are made and written between two yields to the worker's
     #: other tasks
     SLICE = 200
-    #: the share of the worker's time the writing takes while it runs: after a slice that
-    #: took t it waits t × (1 / share - 1). Over a network of 10,000 sources a commit makes
-    #: 0.2-0.5 s of records; taken at once (between the turns, with a full collection and
-    #: the silence check landing in it) the turns fell behind for up to 0.8 s every commit
-    SHARE = 1 / 3
 
     def __init__(self, state: LoopSourceState, flight: Sealing) -> None:
         self.state = state
         self.flight = flight
         self.clock: Callable[[], float] = time.perf_counter
 
-    async def write(self, out: Outbox, current: Callable[[], bool]) -> bool:
-        pause = 1 / self.SHARE - 1
+    async def write(self, out: Outbox, current: Callable[[], bool], share: float = 1.0) -> bool:
+        """In slices of :attr:`SLICE` sources; after a slice that took t, waits
+        t × (1 / ``share`` - 1) (BatchLoop's COMMIT_SHARE beside the turns)."""
+        pause = 1 / share - 1
         while True:
             started = self.clock()
             if self.state.write_some(self.flight, self.SLICE, out):

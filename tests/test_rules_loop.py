@@ -291,7 +291,8 @@ def test_a_commit_writes_its_sources_paced_leaving_the_turns_most_of_the_worker(
 
         task = asyncio.create_task(turn())
         started = asyncio.get_running_loop().time()
-        whole = await write.write(Outbox(lambda: None, lambda: None, {}), lambda: True)
+        whole = await write.write(Outbox(lambda: None, lambda: None, {}), lambda: True,
+                                  share=1 / 3)
         took = asyncio.get_running_loop().time() - started
         done = True
         await task
