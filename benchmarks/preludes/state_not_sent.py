@@ -17,8 +17,8 @@ exec(compile(_flush_times.read_text(), str(_flush_times), "exec"),
 _write = rules_loop._SourceStateWrite.write
 
 
-async def _write_unsent(self: Any, out: Outbox, current: Any) -> bool:
-    whole: bool = await _write(self, Outbox(lambda: None, lambda: None, {}), current)
+async def _write_unsent(self: Any, out: Outbox, current: Any, share: float = 1.0) -> bool:
+    whole: bool = await _write(self, Outbox(lambda: None, lambda: None, {}), current, share)
     return whole
 
 
