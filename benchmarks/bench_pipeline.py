@@ -444,6 +444,8 @@ class Driver:
                 await self._reader
         await self.consumer.stop()
         await self.producer.stop()
+        if self.alert_log is not None:
+            self.alert_log.close()
 
     def new_step(self) -> None:
         """Forget the readings and alerts matched so far (a rate step starts)."""
