@@ -300,13 +300,10 @@ class LoopSourceState(HeldWrites):
         maps the new head's bytes to ``value`` (a turn changes it in place afterwards, and
         then holds it for the next commit)."""
         raw = self.store.data.get(key)
-        cached = self._cached(key, raw) if raw is not None else None
-        if raw is None:
-            layout: Layout = None
-        elif cached is not None:
-            layout = cached[2]
-        else:
-            layout = _layout(orjson.loads(raw))
+        layout: Layout = None
+        if raw is not None:
+            cached = self._cached(key, raw)
+            layout = cached[2] if cached is not None else _layout(orjson.loads(raw))
         if value is DELETED:
             self.cache.pop(key, None)
             sealed = layout[0] if layout is not None else ()
