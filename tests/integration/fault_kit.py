@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import redis
-from kafka import TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
 from onemap.embedded import (
     broker_binary,
@@ -195,10 +195,11 @@ def ledger(bootstrap: str, topic: str, want: set[str],
     return [json.loads(v) for _, v in read_until(bootstrap, topic, done, timeout_s)]
 
 
-def produce_phase(bootstrap: str, prefix: str, phase: int) -> None:
+def produce_phase(bootstrap: str, prefix: str, phase: int,
+                  producer: KafkaProducer | None = None) -> None:
     for feed, records in phase_records(phase).items():
         if records:
-            produce_keyed(bootstrap, f"{prefix}.in.{feed}", records)
+            produce_keyed(bootstrap, f"{prefix}.in.{feed}", records, producer)
 
 
 class LedgerReader:
@@ -478,6 +479,16 @@ class Worker:
         """SIGKILL: no shutdown, no flush, no commit."""
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """SIGSTOP for the block, SIGCONT after it: whatever the block writes to Kafka is all
+        there when the worker goes on (keep it well inside the group's session timeout)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
 
 def start_sms_worker(kafka_url: str, redis_url: str, smsc: SmscThread, tmp: Path, *,

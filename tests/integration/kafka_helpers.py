@@ -64,12 +64,17 @@ def read_until(
     return records
 
 
-def produce_keyed(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
-    """Produce (key, value) records in order, each keyed (so a source stays on one partition)."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+def produce_keyed(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]],
+                  producer: KafkaProducer | None = None) -> None:
+    """Produce (key, value) records in order, each keyed (so a source stays on one
+    partition); with ``producer``, by it (already connected: no connection's wait)."""
+    own = producer is None
+    if producer is None:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     try:
         for key, value in records:
             producer.send(topic, key=key, value=value)
         producer.flush()
     finally:
-        producer.close()
+        if own:
+            producer.close()
