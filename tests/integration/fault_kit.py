@@ -762,9 +762,9 @@ def explain_unsettled(client: redis.Redis, keys: set[str], workers: list[Worker]
             lines.extend(f"    {ln[:300]}" for ln in hits[-8:])
     for w in workers:
         try:
-            outcomes = {o: w.metric("onemap_sink_deliveries_total", sink="sms", outcome=o)
-                        for o in ("delivered", "duplicate", "retry", "failed")}
+            outcomes = str({o: w.metric("onemap_sink_deliveries_total", sink="sms", outcome=o)
+                            for o in ("delivered", "duplicate", "retry", "failed")})
         except OSError as exc:
-            outcomes = {"metrics unavailable": repr(exc)}
+            outcomes = f"metrics unavailable: {exc!r}"
         lines.append(f"worker {w.log}: SMS deliveries {outcomes}")
     return "\n".join(lines)
