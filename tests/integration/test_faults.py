@@ -385,14 +385,15 @@ def test_flaky_sms_gateway_every_message_once(rig: Rig, phases: list[list[Alert]
 
 # -- overload --------------------------------------------------------------------------------
 
-BURST = 10_000
+BURST = 40_000
 
 
 def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
-    """Ten thousand readings at once (a typhoon's worth arriving in a few seconds, ten times
-    what a worker works off in a second here) ahead of a phase with a red escalation and an
-    incident that escalates: Kafka holds the backlog, the worker works it off, nothing is
-    lost, and the alerts behind the backlog come out exactly as without it.
+    """Forty thousand readings at once (a typhoon's worth arriving in a few seconds; ~2 s of
+    the worker's work here, the readings being repeats, which the rules count once) ahead of
+    a phase with a red escalation and an incident that escalates: Kafka holds the backlog,
+    the worker works it off, nothing is lost, and the alerts behind the backlog come out
+    exactly as without it.
 
     Priority (docs/operations.md, "Overload and priority"): the incident takes the priority
     lane (``onemap.observations.priority``), so its alert is issued while the rules stage is
@@ -409,7 +410,9 @@ def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
     with stopping([]) as workers:
         # small batches: the backlog drains in many turns of the rules agents, so what the
         # lane changes (which turn the report gets) shows whatever the machine's speed
-        workers.append(rig.worker(prefix, url, ONEMAP_BATCH_SIZE="50"))
+        # (and heartbeats every second, so that its 6 s session outlasts the hold below)
+        workers.append(rig.worker(prefix, url, ONEMAP_BATCH_SIZE="50",
+                                  ONEMAP_HEARTBEAT_INTERVAL="1"))
         wait_group_settled(workers)
         progress = DecisionLog(workers[0])
         before = 0.0  # observations decided on when the report was written
@@ -427,9 +430,11 @@ def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
                 try:
                     for feed in phase_records(phase):  # connected: the phase goes at once
                         producer.partitions_for(f"{prefix}.in.{feed}")
+                    noise = noise_records(phase, BURST)
+                    held_at = time.monotonic()
                     with workers[0].held():
-                        produce_keyed(rig.bootstrap, f"{prefix}.in.water",
-                                      noise_records(phase, BURST), producer)
+                        produce_keyed(rig.bootstrap, f"{prefix}.in.water", noise, producer)
+                    print(f"the worker held {time.monotonic() - held_at:.1f} s for the burst")
                     progress.start()
                     before = progress.first_decisions(30)
                     produce_phase(rig.bootstrap, prefix, phase, producer)
@@ -459,16 +464,20 @@ def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
         print(f"burst of {BURST}: the rules stage had decided on {before:.0f} observations when "
               f"the report was written, then on at most {at_report:.0f} of the {backlog:.0f} "
               f"left when it decided on the report, {at_issue:.0f} when the report's alert was "
-              f"issued, {at_red:.0f} when the red water alert was")
-        # the report overtook the readings' backlog in the rules stage (measured: after
-        # 700-1,375 of the ~9,000 left, in six runs, three beside a busy core; without the
-        # lane, PRIORITY_FEEDS empty, last of all in four runs of four), and its alert was
-        # out long before the backlog was worked off (1,150-3,100: the hop to the lifecycle
-        # stage, a faust agent, and its batch wait come on top, hence the looser bound).
-        # Printed, not asserted: when the red reading's alert was issued (it waits behind
-        # the readings ahead of it in its own partition).
-        assert at_report < backlog / 2, (before, at_report, at_issue, at_red)
-        assert at_issue < backlog * 3 / 4, (before, at_report, at_issue, at_red)
+              f"issued ({(max(issued[a] for a in reported) - decided) * 1000:.0f} ms after "
+              f"its hazard), {at_red:.0f} when the red water alert was")
+        # the report overtook the readings' backlog in the rules stage, and its alert was
+        # out long before the backlog was worked off (the hop to the lifecycle stage, a
+        # faust agent, and its batch wait come on top, hence the looser bound). What the
+        # lane costs is time, not a share of the backlog (each stage's fetch of the lane
+        # waits up to ~50 ms on the embedded broker: docs/operations.md), so the bounds
+        # hold on a machine ~4 times as fast as the one measured (after 1,000-2,100 of the
+        # ~39,000 left; the alert after 1,250-4,250, 40-80 ms after its hazard; without the
+        # lane, PRIORITY_FEEDS empty, the report came after ~36,000). Printed, not
+        # asserted: when the red reading's alert was issued (it waits behind the readings
+        # ahead of it in its own partition).
+        assert at_report < backlog / 4, (before, at_report, at_issue, at_red)
+        assert at_issue < backlog / 2, (before, at_report, at_issue, at_red)
 
 
 def hazard_produced_at(bootstrap: str, topic: str, hazard_id: str, observed_at: str) -> float:
