@@ -51,7 +51,9 @@ class Up:
     def remember_children(self) -> None:
         for child in psutil.Process(self.proc.pid).children(recursive=True):
             self.descendants[child.pid] = child
-            if child.pid not in self.command_lines:
+            # (read again while empty: a child caught between its fork and its exec, or
+            # redis-server rewriting its title, shows none)
+            if not self.command_lines.get(child.pid):
                 with contextlib.suppress(psutil.NoSuchProcess):
                     self.command_lines[child.pid] = " ".join(child.cmdline())
 
