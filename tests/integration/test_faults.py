@@ -410,7 +410,8 @@ def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
     with stopping([]) as workers:
         # small batches: the backlog drains in many turns of the rules agents, so what the
         # lane changes (which turn the report gets) shows whatever the machine's speed
-        # (and heartbeats every second, so that its 6 s session outlasts the hold below)
+        # (and heartbeats every second, so that its 6 s session outlasts the hold while the
+        # burst is written)
         workers.append(rig.worker(prefix, url, ONEMAP_BATCH_SIZE="50",
                                   ONEMAP_HEARTBEAT_INTERVAL="1"))
         wait_group_settled(workers)
@@ -420,26 +421,8 @@ def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
         def strike(phase: int) -> None:
             nonlocal before
             if phase == 1:
-                # the burst written while the worker is held, so all of it waits in Kafka
-                # when it goes on (a worker reading as fast as this test writes would have
-                # decided on much of it before the phase was written); the phase (the report,
-                # the red reading) once the worker is at work on it, so that it comes in a
-                # later fetch than the burst, as a report during a typhoon's readings would
-                progress.begin()
-                producer = KafkaProducer(bootstrap_servers=rig.bootstrap, acks="all")
-                try:
-                    for feed in phase_records(phase):  # connected: the phase goes at once
-                        producer.partitions_for(f"{prefix}.in.{feed}")
-                    noise = noise_records(phase, BURST)
-                    held_at = time.monotonic()
-                    with workers[0].held():
-                        produce_keyed(rig.bootstrap, f"{prefix}.in.water", noise, producer)
-                    print(f"the worker held {time.monotonic() - held_at:.1f} s for the burst")
-                    progress.start()
-                    before = progress.first_decisions(30)
-                    produce_phase(rig.bootstrap, prefix, phase, producer)
-                finally:
-                    producer.close()
+                before = write_burst_then_phase(rig.bootstrap, prefix, phase, workers[0],
+                                                progress)
                 ledger(rig.bootstrap, f"{prefix}.alerts", reported | red, 120)
                 progress.stop()
 
@@ -458,13 +441,14 @@ def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
         decided = hazard_produced_at(rig.bootstrap, f"{prefix}.hazards", report["hazard_id"],
                                      report["observed_at"])
         at_report = progress.decided_by(decided) - before
-        at_issue = progress.decided_by(max(issued[a] for a in reported)) - before
+        report_issued = max(issued[a] for a in reported)
+        at_issue = progress.decided_by(report_issued) - before
         at_red = progress.decided_by(min(issued[a] for a in red)) - before
         backlog = BURST - before
         print(f"burst of {BURST}: the rules stage had decided on {before:.0f} observations when "
               f"the report was written, then on at most {at_report:.0f} of the {backlog:.0f} "
               f"left when it decided on the report, {at_issue:.0f} when the report's alert was "
-              f"issued ({(max(issued[a] for a in reported) - decided) * 1000:.0f} ms after "
+              f"issued ({(report_issued - decided) * 1000:.0f} ms after "
               f"its hazard), {at_red:.0f} when the red water alert was")
         # the report overtook the readings' backlog in the rules stage, and its alert was
         # out long before the backlog was worked off (the hop to the lifecycle stage, a
@@ -478,6 +462,32 @@ def test_burst_is_absorbed_and_worked_off(rig: Rig) -> None:
         # ahead of it in its own partition).
         assert at_report < backlog / 4, (before, at_report, at_issue, at_red)
         assert at_issue < backlog / 2, (before, at_report, at_issue, at_red)
+
+
+def write_burst_then_phase(bootstrap: str, prefix: str, phase: int, worker: Worker,
+                           progress: DecisionLog) -> float:
+    """The burst written while the worker is held, so all of it waits in Kafka when it goes
+    on (a worker reading as fast as this test writes would have decided on much of it before
+    the phase was written); the phase (the report, the red reading) once the worker is at
+    work on it, so that it comes in a later fetch than the burst, as a report during a
+    typhoon's readings would. Returns the observations decided on when the phase was
+    written; ``progress`` samples from the worker's going on."""
+    progress.begin()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for feed in phase_records(phase):  # connected: the phase goes at once
+            producer.partitions_for(f"{prefix}.in.{feed}")
+        noise = noise_records(phase, BURST)
+        held_at = time.monotonic()
+        with worker.held():
+            produce_keyed(bootstrap, f"{prefix}.in.water", noise, producer)
+        print(f"the worker held {time.monotonic() - held_at:.1f} s for the burst")
+        progress.start()
+        before = progress.first_decisions(30)
+        produce_phase(bootstrap, prefix, phase, producer)
+    finally:
+        producer.close()
+    return before
 
 
 def hazard_produced_at(bootstrap: str, topic: str, hazard_id: str, observed_at: str) -> float:
