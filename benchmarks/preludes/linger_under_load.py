@@ -13,8 +13,8 @@ from onemap.streams import batch_loop
 
 def _linger(self: batch_loop.BatchLoop, batch: batch_loop.Batch, fetched: float) -> float:
     s = self.ctx.settings
-    records = sum(map(len, batch.values())) if batch else 0
-    if not batch or records >= s.batch_size:
+    records = sum(map(len, batch.values()))
+    if not records or records >= s.batch_size:
         return 0.0
     linger = min(s.batch_linger_s, s.batch_wait_s)
     if records * 4 >= s.batch_size:
